@@ -1,0 +1,1 @@
+"""ptlab: the Linux page-table lifecycle, executable and checked."""

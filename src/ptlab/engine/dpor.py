@@ -1,0 +1,405 @@
+"""Exhaustive exploration: optimal dynamic partial-order reduction.
+
+This is Optimal-DPOR (Abdulla, Aronis, Jonsson, Sagonas, POPL 2014 / JACM 2017)
+with wakeup trees and sleep sets, for a stateless model checker: every execution
+is re-run from the start, following the scheduling decisions stored on a stack of
+nodes (one per step).  After each execution its races are reversed by inserting
+wakeup sequences into the nodes where they start; a sequence is dropped when a
+thread asleep at that node is one of its weak initials, since an equivalent
+execution was already explored.  Completed executions are then one per
+Mazurkiewicz trace.
+
+Happens-before is kept as bitsets over event indices (a Python int per event), so
+joining two clocks is one ``|`` and "does i happen before k" is one shift.  The
+prefix of an execution that a new one shares is not analysed again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .execution import CHOICE_SHIFT, THREAD_MASK, Execution, Model, catching_unawaited
+from .ops import (
+    ACQUIRE, CONFLICT, CONSUME, DEPENDENT, TRY, UPDATE, WRITE, Footprint, ModelError,
+)
+from .result import Result, Stats
+
+# An event as the wakeup trees and sleep sets hold it.
+Ev = tuple[int, int, Footprint]  # (label, thread, footprint)
+
+# Kinds every earlier access to a location happens before.  SIGNAL is not one:
+# an AWAIT must see each of them.
+_COVERS = (WRITE, UPDATE, ACQUIRE, TRY, CONSUME)  # kinds that every earlier access to the loc happens before
+
+
+def dependent(ta: int, fa: Footprint, tb: int, fb: Footprint) -> bool:
+    if ta == tb:
+        return True
+    for la, ka in fa:
+        for lb, kb in fb:
+            if la == lb and DEPENDENT[ka][kb]:
+                return True
+    return False
+
+
+class WNode:
+    """A wakeup-tree node: an event and the subtrees that follow it.
+
+    A *tentative* node ends an inserted sequence with a blocking op that may turn
+    out not to be enabled there (the event it was reversed with may be what enabled
+    it).  Every other event of an inserted sequence is feasible: what enabled it is
+    in its footprint, so it happens before it and was kept.  A tentative node may
+    take in a sequence that starts with its own event (if the node cannot run, nor
+    can that sequence), but not one it is merely independent of: that sequence would
+    be lost with it.
+    """
+
+    __slots__ = ("label", "thread", "fp", "children", "tentative")
+
+    def __init__(self, label: int, thread: int, fp: Footprint, tentative: bool = False) -> None:
+        self.label = label
+        self.thread = thread
+        self.fp = fp
+        self.children: list[WNode] = []
+        self.tentative = tentative
+
+
+class Node:
+    """The exploration state after a prefix of the current execution."""
+
+    __slots__ = ("sleep", "wut", "cur", "cur_thread", "cur_fp", "cur_sub", "cur_pre",
+                 "preempts", "prev", "enabled")
+
+    def __init__(self, sleep: list[Ev], wut: list[WNode], preempts: int, prev: int,
+                 enabled: list[int]) -> None:
+        self.enabled = enabled
+        self.sleep = sleep
+        self.wut = wut
+        self.cur = -1
+        self.cur_thread = -1
+        self.cur_fp: Footprint = ()
+        self.cur_sub: list[WNode] = []
+        self.cur_pre = 0
+        self.preempts = preempts
+        self.prev = prev
+
+
+def _weak_initial(th: int, label: int, fp: Footprint, v: list[Ev]) -> int:
+    """Is (label, fp) a weak initial of v?  -1: no; -2: yes, thread absent from v;
+    k >= 0: yes, it is v[k]."""
+    for k, (lb, tb, fb) in enumerate(v):
+        if tb == th:
+            if lb != label:
+                return -1
+            for m in range(k):
+                lm, tm, fm = v[m]
+                if dependent(tm, fm, tb, fb):
+                    return -1
+            return k
+    for lb, tb, fb in v:
+        if dependent(th, fp, tb, fb):
+            return -1
+    return -2
+
+
+def _insert(children: list[WNode], v: list[Ev], tentative: bool) -> bool:
+    """insert_[E](v, wut): add v unless some leaf already covers it."""
+    while True:
+        for ch in children:
+            k = _weak_initial(ch.thread, ch.label, ch.fp, v)
+            if k == -1 or (k == -2 and ch.tentative):
+                continue
+            if k >= 0:
+                v = v[:k] + v[k + 1:]
+            if not ch.children or not v:
+                return False
+            children = ch.children
+            break
+        else:
+            node = None
+            last = len(v) - 1
+            for n, (label, th, fp) in enumerate(v):
+                w = WNode(label, th, fp, tentative and n == last)
+                if node is None:
+                    children.append(w)
+                else:
+                    node.children.append(w)
+                node = w
+            return True
+
+
+class DPOR:
+    """Explore every Mazurkiewicz trace of ``model`` (within the bounds given)."""
+
+    def __init__(self, make_model: Callable[[], Model], *, preemption_bound: int | None = None,
+                 max_executions: int | None = None, max_steps: int = 10_000,
+                 stop_on_violation: bool = True) -> None:
+        self.make_model = make_model
+        self.preemption_bound = preemption_bound
+        self.max_executions = max_executions
+        self.max_steps = max_steps
+        self.stop_on_violation = stop_on_violation
+        self.stats = Stats()
+        self.stack: list[Node] = []
+        self.branch = -1
+        self.bound_hit: str | None = None
+        # Happens-before state of the current execution, kept across executions
+        # for the shared prefix.
+        self._hb: list[int] = []
+        self._hist: dict[int, list[int]] = {}
+        self._undo: list[tuple[int, ...]] = []
+        self.on_execution: Callable[[Execution], None] | None = None
+
+    # -- choosing ------------------------------------------------------------
+    def pick(self, ex: Execution, enabled: list[int]) -> int:
+        d = len(ex.ev_thread)
+        stack = self.stack
+        if d < self.branch:
+            label = stack[d].cur
+            if label & THREAD_MASK not in enabled:
+                raise ModelError("the model is not deterministic: replaying step "
+                                 f"{d} found thread {label & THREAD_MASK} blocked")
+            return label
+        if d == self.branch:
+            return self._take_wut(ex, stack[d], enabled, at_branch=True)
+        if d > 0:
+            parent = stack[d - 1]
+            pt, pf = parent.cur_thread, parent.cur_fp
+            sleep = [q for q in parent.sleep if not dependent(q[1], q[2], pt, pf)]
+            wut = parent.cur_sub
+            prev = pt
+            preempts = parent.preempts + parent.cur_pre
+        else:
+            sleep, wut, prev, preempts = [], [], -1, 0
+        node = Node(sleep, wut, preempts, prev, enabled)
+        stack.append(node)
+        if wut:
+            label = self._take_wut(ex, node, enabled, at_branch=False)
+            if label >= 0:
+                return label
+        return self._free_choice(ex, node, enabled)
+
+    def _is_preemption(self, node: Node, thread: int, enabled: list[int]) -> bool:
+        return node.prev >= 0 and thread != node.prev and node.prev in enabled
+
+    def _take_wut(self, ex: Execution, node: Node, enabled: list[int], at_branch: bool) -> int:
+        bound = self.preemption_bound
+        while node.wut:
+            ch = node.wut[0]
+            th = ch.thread
+            ok = th in enabled
+            if ok:
+                op = ex.threads[th].pending
+                assert op is not None
+                if (ch.label >> CHOICE_SHIFT) >= (op.nchoices() if op.choice else 1):
+                    ok = False
+            if not ok:
+                node.wut.pop(0)
+                self.stats.infeasible += 1
+                continue
+            if bound is not None and node.preempts + self._is_preemption(node, th, enabled) > bound:
+                node.wut.pop(0)
+                self.stats.pruned += 1
+                self.bound_hit = "preemptions"
+                continue
+            return self._commit(ex, node, ch.label, ch.children, enabled)
+        return -1
+
+    def _free_choice(self, ex: Execution, node: Node, enabled: list[int]) -> int:
+        asleep = [q[0] for q in node.sleep]
+        cands = [t for t in enabled if t not in asleep]
+        if not cands:
+            self.stats.sleep_blocked += 1
+            return -1
+        t = node.prev if node.prev in cands else cands[0]
+        if self.preemption_bound is not None and \
+                node.preempts + self._is_preemption(node, t, enabled) > self.preemption_bound:
+            self.stats.pruned += 1
+            self.bound_hit = "preemptions"
+            return -1
+        op = ex.threads[t].pending
+        assert op is not None
+        node.wut = [WNode(t, t, op.fp)]
+        return self._commit(ex, node, t, [], enabled)
+
+    def _commit(self, ex: Execution, node: Node, label: int, sub: list[WNode],
+                enabled: list[int]) -> int:
+        th = label & THREAD_MASK
+        node.cur_pre = int(self._is_preemption(node, th, enabled))
+        op = ex.threads[th].pending
+        assert op is not None
+        node.cur = label
+        node.cur_thread = th
+        node.cur_fp = op.fp
+        node.cur_sub = sub
+        return label
+
+    # -- race analysis ---------------------------------------------------------
+    def _analyse(self, ex: Execution, first_new: int) -> None:
+        hb, hist, undo = self._hb, self._hist, self._undo
+        # Forget the part of the previous execution this one did not share.
+        while len(hb) > first_new:
+            hb.pop()
+            for loc in undo.pop():
+                hist[loc].pop()
+        ev_thread, ev_fp, ev_label = ex.ev_thread, ex.ev_fp, ex.ev_label
+        n = len(ev_thread)
+        nthreads = len(ex.threads)
+        thr_hb = [0] * nthreads
+        # Rebuild the per-thread clocks of the shared prefix (cheap: one pass).
+        for j in range(min(first_new, n)):
+            thr_hb[ev_thread[j]] = hb[j]
+        races: list[tuple[int, int]] = []
+        for j in range(first_new, n):
+            tj = ev_thread[j]
+            hbj, extra = self._races(j, tj, ev_fp[j], thr_hb[tj], races)
+            hbj |= extra | (1 << j)
+            hb.append(hbj)
+            thr_hb[tj] = hbj
+            locs = []
+            for loc, kind in ev_fp[j]:
+                lst = hist.get(loc)
+                if lst is None:
+                    lst = hist[loc] = []
+                lst.append(j)
+                locs.append(loc)
+            undo.append(tuple(locs))
+        blocking = ex.ev_blocking
+        for i, j in races:
+            self._reverse(ex, i, j, ev_label[j], ev_thread[j], ev_fp[j], blocking[j])
+        # A thread blocked at the end may be enabled in a reordering: race its
+        # pending op as if it ran last.
+        for t in ex.threads:
+            op = t.pending
+            if op is None or ex.aborted:
+                continue
+            pr: list[tuple[int, int]] = []
+            self._races(n, t.idx, op.fp, thr_hb[t.idx], pr)
+            for i, _ in pr:
+                if i >= 0:
+                    self._reverse(ex, i, n, t.idx, t.idx, op.fp, True)
+        # Alternatives of choice steps.
+        for j in range(first_new, n):
+            nc = ex.ev_nchoices[j]
+            if nc > 1:
+                tj = ev_thread[j]
+                for k in range(nc):
+                    lab = tj | (k << CHOICE_SHIFT)
+                    if lab != ev_label[j]:
+                        self._try_insert(j, [(lab, tj, ev_fp[j])], blocking[j])
+
+    def _races(self, j: int, tj: int, fp: Footprint, base: int,
+               races: list[tuple[int, int]]) -> tuple[int, int]:
+        hb, hist, ev_thread = self._hb, self._hist, self._ev_thread
+        c = base
+        extra = 0
+        for loc, kj in fp:
+            lst = hist.get(loc)
+            if not lst:
+                continue
+            for idx in range(len(lst) - 1, -1, -1):
+                i = lst[idx]
+                ki = _kind_at(self._ev_fp[i], loc)
+                rel = CONFLICT[ki][kj]
+                if not rel:
+                    continue
+                if ev_thread[i] != tj:
+                    if rel == 1:
+                        if not (c >> i) & 1:
+                            races.append((i, j))
+                        c |= hb[i]
+                    else:
+                        extra |= hb[i]
+                if ki in _COVERS:
+                    break
+        return c, extra
+
+    def _reverse(self, ex: Execution, i: int, j: int, label: int, tj: int, fpj: Footprint,
+                 blocking: bool) -> None:
+        hb = self._hb
+        ev_thread, ev_fp, ev_label = ex.ev_thread, ex.ev_fp, ex.ev_label
+        bit = 1 << i
+        v: list[Ev] = [(ev_label[k], ev_thread[k], ev_fp[k])
+                       for k in range(i + 1, min(j, len(hb))) if not hb[k] & bit]
+        v.append((label, tj, fpj))
+        self._try_insert(i, v, blocking)
+
+    def _try_insert(self, i: int, v: list[Ev], blocking: bool) -> None:
+        node = self.stack[i]
+        if False and blocking and len(v) == 1 and tj_not_enabled(node, v[0][1]):
+            self.stats.infeasible += 1  # known at once: the thread is blocked here
+            return
+        for lb, tb, fb in node.sleep:
+            if _weak_initial(tb, lb, fb, v) != -1:
+                return
+        _insert(node.wut, v, blocking)
+
+    # -- the loop ----------------------------------------------------------------
+    def _backtrack(self) -> bool:
+        stack = self.stack
+        while stack:
+            node = stack[-1]
+            if node.cur >= 0:
+                cur = node.cur
+                node.wut = [w for w in node.wut if w.label != cur]
+                node.sleep.append((cur, node.cur_thread, node.cur_fp))
+                node.cur = -1
+            if node.wut:
+                self.branch = len(stack) - 1
+                return True
+            stack.pop()
+        return False
+
+    def run(self) -> Result:
+        with catching_unawaited():
+            return self._run()
+
+    def _run(self) -> Result:
+        t0 = time.perf_counter()
+        stats = self.stats
+        violation = None
+        schedule: list[int] | None = None
+        reached: dict[str, None] = {}
+        first_new = 0
+        while True:
+            ex = Execution(self.make_model(), max_steps=self.max_steps)
+            self._ev_thread = ex.ev_thread
+            self._ev_fp = ex.ev_fp
+            out = ex.run(self)
+            stats.steps += len(ex.ev_thread)
+            for r in out.reached:
+                reached[r] = None
+            if out.aborted:
+                pass
+            else:
+                stats.executions += 1
+            if self.on_execution is not None:
+                self.on_execution(ex)
+            if out.violation is not None and self.stop_on_violation:
+                violation = out.violation
+                schedule = list(ex.ev_label)
+                break
+            self._analyse(ex, first_new)
+            if not self._backtrack():
+                break
+            first_new = self.branch
+            if self.max_executions is not None and stats.executions >= self.max_executions:
+                self.bound_hit = self.bound_hit or "executions"
+                break
+        stats.seconds = time.perf_counter() - t0
+        exhaustive = violation is None and self.bound_hit is None
+        return Result("dpor", "violation" if violation else "ok", exhaustive, self.bound_hit,
+                      stats, violation, schedule, None, list(reached))
+
+
+def tj_not_enabled(node: Node, thread: int) -> bool:
+    return thread not in node.enabled
+
+
+def _kind_at(fp: Footprint, loc: int) -> int:
+    for l, k in fp:
+        if l == loc:
+            return k
+    raise KeyError(loc)
+

@@ -1,0 +1,331 @@
+"""One execution of a model under one schedule: the scheduler loop and ``_resume``.
+
+The explorer (DPOR, random, PCT, replay) decides *which* thread steps next; this
+module only runs that step, records it, and resumes the coroutine until it shows
+its next shared-memory op.  Everything the explorers need to reason about an
+execution (which thread ran, the footprint, the choice taken) is kept in flat
+per-event lists.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .ops import CTX, Footprint, ModelError, ModelViolation, Op
+
+
+class Model(Protocol):
+    """What the engine explores: a recipe for fresh state and threads."""
+
+    def build(self, ex: Execution) -> None:
+        """Create the shared state and ``ex.spawn()`` the threads."""
+
+    def finish(self, ex: Execution) -> None:
+        """Run after every thread has finished or blocked for good; may raise
+        :class:`ModelViolation` (a leak, broken accounting)."""
+
+
+class Chooser(Protocol):
+    def pick(self, ex: Execution, enabled: list[int]) -> int:
+        """Return a label (``thread | choice << 16``) among ``enabled`` threads, or -1 to abandon."""
+
+
+CHOICE_SHIFT = 16
+THREAD_MASK = (1 << CHOICE_SHIFT) - 1
+
+
+class Thread:
+    """A model thread: a coroutine plus what the scheduler needs to know of it."""
+
+    __slots__ = (
+        "idx", "name", "lane", "coro", "daemon", "pending", "done",
+        "created", "yielded", "locs", "steps", "ctx",
+    )
+
+    def __init__(self, idx: int, name: str, coro: Coroutine[Any, Any, Any], daemon: bool,
+                 lane: str, ctx: Any) -> None:
+        self.idx = idx
+        self.name = name
+        self.lane = lane
+        self.coro = coro
+        self.daemon = daemon
+        self.pending: Op | None = None
+        self.done = False
+        self.created = 0
+        self.yielded = 0
+        self.locs = 0
+        self.steps = 0
+        self.ctx = ctx
+
+
+@dataclass
+class TraceStep:
+    """One executed step, as shown to a person."""
+
+    index: int
+    thread: str
+    lane: str
+    stack: list[str]
+    op: str
+    choice: int
+    nchoices: int
+    result: str = ""
+
+
+@dataclass
+class Violation:
+    kind: str
+    message: str
+    report: str
+    step: int
+    thread: str
+
+
+@dataclass
+class ExecutionOutcome:
+    labels: list[int]
+    violation: Violation | None
+    aborted: bool
+    reached: list[str] = field(default_factory=list)
+
+
+_unawaited: list[str] = []
+
+
+def _hook(u: Any) -> None:
+    if isinstance(u.exc_value, RuntimeWarning) and "never awaited" in str(u.exc_value):
+        _unawaited.append(str(u.exc_value))
+    else:  # pragma: no cover - not ours
+        sys.__unraisablehook__(u)
+
+
+@contextmanager
+def catching_unawaited() -> Iterator[None]:
+    """Turn "coroutine ... was never awaited" into an error the engine sees."""
+    old = sys.unraisablehook
+    sys.unraisablehook = _hook
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r"coroutine .* was never awaited",
+                                category=RuntimeWarning)
+        try:
+            yield
+        finally:
+            sys.unraisablehook = old
+            _unawaited.clear()
+
+
+def coroutine_stack(coro: Any) -> list[str]:
+    """Names of the coroutines in ``coro``'s await chain, outermost first."""
+    names: list[str] = []
+    c = coro
+    while c is not None and hasattr(c, "cr_code"):
+        names.append(c.cr_code.co_name)
+        c = c.cr_await
+    return names
+
+
+def current_stack() -> list[str]:
+    """The running thread's call chain of model functions (for KASAN reports)."""
+    t = CTX.thread
+    if t is None:
+        return ["<setup>"]
+    return [t.name, *coroutine_stack(t.coro)]
+
+
+class Execution:
+    """Runs one execution.  ``Model.build`` spawns threads; the chooser schedules."""
+
+    def __init__(self, model: Model, *, trace: bool = False, max_steps: int = 10_000) -> None:
+        self.model = model
+        self.threads: list[Thread] = []
+        self.trace = trace
+        self.max_steps = max_steps
+        # Flat event log.
+        self.ev_thread: list[int] = []
+        self.ev_fp: list[Footprint] = []
+        self.ev_label: list[int] = []
+        self.ev_nchoices: list[int] = []
+        self.ev_blocking: list[bool] = []
+        self.steps: list[TraceStep] = []
+        self.violation: Violation | None = None
+        self.aborted = False
+        self.reached: dict[str, None] = {}
+        self.last = -1
+        self.state: dict[str, Any] = {}
+
+    # -- model-facing -------------------------------------------------------
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any], *, daemon: bool = False,
+              lane: str | None = None, ctx: Any = None) -> Thread:
+        t = Thread(len(self.threads), name, coro, daemon, lane or name, ctx)
+        self.threads.append(t)
+        return t
+
+    def run_sync(self, coro: Coroutine[Any, Any, Any], ctx: Any = None) -> Any:
+        """Run set-up or tear-down code to completion, outside the exploration.
+
+        Its ops run at once (choices take their first branch); one that would block
+        is a model error.  Locations it creates belong to set-up.
+        """
+        t = Thread(-1, "setup", coro, False, "setup", ctx)
+        saved = CTX.thread
+        CTX.thread = t
+        value: Any = None
+        try:
+            while True:
+                try:
+                    op = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                if op.blocking and not op.enabled():
+                    raise ModelError(f"set-up would block at {op.describe()}")
+                value = op.run(0)
+        finally:
+            CTX.thread = saved
+
+    def sometimes(self, name: str) -> None:
+        """Record that the named ``sometimes`` property held in this execution."""
+        self.reached[name] = None
+
+    # -- engine -------------------------------------------------------------
+    def _resume(self, t: Thread, value: Any) -> None:
+        coro = t.coro
+        while True:
+            try:
+                op = coro.send(value)
+            except StopIteration:
+                t.done = True
+                t.pending = None
+                if t.created != t.yielded:
+                    raise ModelError(f"{t.name}: an operation was created but never awaited "
+                                     "(missing 'await'?)") from None
+                return
+            t.yielded += 1
+            if t.yielded != t.created or _unawaited:
+                what = _unawaited[0] if _unawaited else "an operation was created but never awaited"
+                raise ModelError(f"{t.name}: {what} (missing 'await'?) before {op.describe()}")
+            if op.fp or op.blocking or op.choice:
+                t.pending = op
+                return
+            # NOTE: a footprint-free op touches nothing shared, so running it inline
+            # keeps it out of the schedule (and out of the search).
+            value = op.run(0)
+
+    def start(self) -> None:
+        CTX.execution = self
+        CTX.setup_locs = 0
+        CTX.thread = None
+        self.model.build(self)
+        for t in self.threads:
+            CTX.thread = t
+            try:
+                self._resume(t, None)
+            except ModelViolation as v:
+                self._violate(v, t)
+                break
+        CTX.thread = None
+
+    def enabled(self) -> list[int]:
+        out = []
+        for t in self.threads:
+            op = t.pending
+            if op is not None and (not op.blocking or op.enabled()):
+                out.append(t.idx)
+        return out
+
+    def step(self, label: int) -> None:
+        tidx = label & THREAD_MASK
+        choice = label >> CHOICE_SHIFT
+        t = self.threads[tidx]
+        op = t.pending
+        assert op is not None
+        t.pending = None
+        self.ev_thread.append(tidx)
+        self.ev_fp.append(op.fp)
+        self.ev_label.append(label)
+        n = op.nchoices() if op.choice else 1
+        self.ev_nchoices.append(n)
+        self.ev_blocking.append(op.blocking)
+        if self.trace:
+            self.steps.append(TraceStep(len(self.steps), t.name, t.lane,
+                                        coroutine_stack(t.coro), op.describe(),
+                                        choice, n))
+        CTX.thread = t
+        try:
+            t.steps += 1
+            if t.steps > self.max_steps:
+                raise ModelViolation("livelock", f"{t.name} ran more than {self.max_steps} steps "
+                                     "in one execution")
+            value = op.run(choice)
+            if self.trace:
+                self.steps[-1].result = "" if value is None else _short(value)
+            self.last = tidx
+            self._resume(t, value)
+        except ModelViolation as v:
+            self._violate(v, t)
+        finally:
+            CTX.thread = None
+
+    def _violate(self, v: ModelViolation, t: Thread | None) -> None:
+        self.violation = Violation(v.kind, v.message, v.report,
+                                   len(self.ev_thread) - 1, t.name if t else "<finish>")
+
+    def run(self, chooser: Chooser) -> ExecutionOutcome:
+        """Start, then step until nothing is enabled, a violation, or the chooser gives up."""
+        self.start()
+        while self.violation is None:
+            enabled = self.enabled()
+            if not enabled:
+                stuck = [t.name for t in self.threads if not t.done and not t.daemon]
+                if stuck:
+                    self.violation = Violation(
+                        "deadlock", "no thread can run but " + ", ".join(stuck)
+                        + " have not finished", "", len(self.ev_thread), stuck[0])
+                else:
+                    CTX.execution = self
+                    try:
+                        self.model.finish(self)
+                    except ModelViolation as v:
+                        self._violate(v, None)
+                        if self.violation is not None:
+                            self.violation.step = len(self.ev_thread)
+                break
+            label = chooser.pick(self, enabled)
+            if label < 0:
+                self.aborted = True
+                break
+            self.step(label)
+        CTX.execution = None
+        return ExecutionOutcome(self.ev_label, self.violation, self.aborted, list(self.reached))
+
+
+def _short(value: Any) -> str:
+    s = repr(value)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def trace_signature(ex: Execution) -> tuple[frozenset[tuple[int, int, int]],
+                                            frozenset[tuple[tuple[int, int, int],
+                                                            tuple[int, int, int]]]]:
+    """The Mazurkiewicz trace of an execution, as a canonical value.
+
+    Events are named (thread, n-th step of that thread, choice); the trace is the
+    set of events and the set of ordered pairs of dependent events.  Two executions of a deterministic
+    model are equivalent exactly when their signatures are equal.  Quadratic: for
+    tests and benchmarks, not for the search.
+    """
+    from .dpor import dependent
+
+    seq: dict[int, int] = {}
+    ids: list[tuple[int, int, int]] = []
+    for t, lab in zip(ex.ev_thread, ex.ev_label):
+        seq[t] = seq.get(t, 0) + 1
+        ids.append((t, seq[t], lab >> CHOICE_SHIFT))
+    fps, ths = ex.ev_fp, ex.ev_thread
+    n = len(ids)
+    return frozenset(ids), frozenset((ids[i], ids[j]) for i in range(n) for j in range(i + 1, n)
+                                     if dependent(ths[i], fps[i], ths[j], fps[j]))

@@ -1,0 +1,264 @@
+"""Awaitable operations: the only way model code touches shared state.
+
+A model thread is an ``async def`` coroutine.  Every access to shared state is an
+``Op`` that the coroutine awaits; the engine sees the op *before* it runs it,
+together with its footprint: the locations it touches and how.  Code between two
+awaits is local to the thread and atomic.
+
+The footprint vocabulary is deliberately small.  Plain data uses READ, WRITE,
+UPDATE (a read-modify-write whose result the thread sees) and ADD (a
+read-modify-write whose result nobody sees, so two ADDs commute: ``atomic_inc``,
+per-CPU statistics).  Locks and lock-like resources (an IRQ-disabled region, an
+RCU read-side critical section) use ACQUIRE, RELEASE, PEEK (observe whether the
+resource is held: a failed trylock), TRY (a trylock that succeeds: unlike a
+blocking acquire it could have run before the previous release, and failed) and
+PROBE (wait until the resource is free and observe that instant: an IPI being
+delivered, a quiescent state being reported).  An op whose outcome decides its
+footprint (a trylock) computes ``fp`` from the state when it is about to run;
+both of its possible footprints must conflict with whatever changes that state.
+
+Handshakes use SIGNAL and AWAIT.  An op that SIGNALs a location can run only after
+the last WRITE to it (a CPU reports the quiescent state a grace period asked of
+it); an op that AWAITs a location can run only after every SIGNAL to it (the
+grace period ends once all CPUs reported; ``smp_call_function()`` returns once
+every CPU ran the function).  CONSUME is an UPDATE that likewise needs every
+SIGNAL before it (taking work from a queue that the signaller filled when it was
+empty).  Because such a pair can never run the other way round, the explorer
+orders them without trying to reverse them.  An op may SIGNAL only when the
+waiter truly could not run without it: the footprint then depends on the state,
+and the state it depends on must be written only by ops that conflict with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any, ClassVar
+
+READ, WRITE, UPDATE, ADD, ACQUIRE, RELEASE, PEEK, PROBE, TRY, SIGNAL, AWAIT, CONSUME = range(12)
+KIND_NAMES = ("read", "write", "update", "add", "acquire", "release", "peek", "probe", "try",
+              "signal", "await", "consume")
+
+# CONFLICT[earlier][later]: 0 = independent, 1 = dependent and reversible (a race
+# the explorer may reorder), 2 = dependent but only an ordering edge: a release
+# followed by an acquire cannot be swapped (the acquire would block), so the race
+# that matters is the one between the two acquires.
+_R, _S = 1, 2
+CONFLICT: tuple[tuple[int, ...], ...] = (
+    # later:  R   W   U   A  ACQ REL PEEK PROBE TRY SIG AWAIT CONS   earlier:
+    (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R),  # READ
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _S, _R, _R),  # WRITE
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R),  # UPDATE
+    (_R, _R, _R, 0, 0, 0, 0, 0, 0, _R, _R, _R),  # ADD
+    (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0),  # ACQUIRE
+    (0, 0, 0, 0, _S, _R, _R, _S, _R, 0, 0, 0),  # RELEASE
+    (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0),  # PEEK
+    (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0),  # PROBE
+    (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0),  # TRY
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _S, _S),  # SIGNAL
+    (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R),  # AWAIT
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R),  # CONSUME
+)
+NKINDS = len(CONFLICT)
+DEPENDENT: tuple[tuple[bool, ...], ...] = tuple(
+    tuple(bool(CONFLICT[a][b] or CONFLICT[b][a]) for b in range(NKINDS)) for a in range(NKINDS)
+)
+
+Footprint = tuple[tuple[int, int], ...]
+LOCAL: Footprint = ()
+
+
+class ModelViolation(Exception):
+    """Raised by model code when a property is broken (KASAN, double call_rcu, ...).
+
+    ``kind`` is a short stable name (``use-after-free``, ``double-call_rcu``,
+    ``leak``); ``report`` is the multi-line, kernel-style report.
+    """
+
+    def __init__(self, kind: str, message: str, report: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.report = report or message
+
+
+class ModelError(Exception):
+    """The model itself is broken (a forgotten ``await``, a bad op): not a finding."""
+
+
+class _Context:
+    """Who is running now.  Set by the execution driving the coroutines."""
+
+    __slots__ = ("thread", "setup_locs", "execution")
+
+    def __init__(self) -> None:
+        self.thread: Any = None
+        self.setup_locs = 0
+        self.execution: Any = None
+
+
+CTX = _Context()
+
+
+def current_thread() -> Any:
+    """The engine thread whose step is running (None during set-up)."""
+    return CTX.thread
+
+
+def new_loc() -> int:
+    """A fresh location id, stable across executions that are equivalent so far.
+
+    Ids are (creating thread, creation count) packed in an int, so the k-th object
+    a thread creates has the same id in every execution, whatever the other
+    threads did in between; objects made before any thread runs use thread -1.
+    """
+    t = CTX.thread
+    if t is None or t.idx < 0:
+        CTX.setup_locs += 1
+        return CTX.setup_locs
+    t.locs += 1
+    return ((t.idx + 1) << 24) | t.locs
+
+
+class Op:
+    """One awaited step.  Subclasses set ``fp`` and implement ``run``.
+
+    ``run(choice)`` performs the step and returns the value the ``await``
+    evaluates to.  ``blocking`` ops also implement ``enabled()``; ``nchoices()``
+    > 1 makes the step a choice the explorer branches on (an allocation that may
+    fail, which ready RCU callback runs next).
+    """
+
+    __slots__ = ("fp",)
+    blocking: ClassVar[bool] = False
+    choice: ClassVar[bool] = False
+    name: ClassVar[str] = "op"
+
+    def __init__(self, fp: Footprint) -> None:
+        self.fp = fp
+        # NOTE: counting creations (not awaits) is what lets the engine catch an
+        # op that was built but never awaited, at the cost of one increment.
+        t = CTX.thread
+        if t is not None:
+            t.created += 1
+
+    def __await__(self) -> Generator[Op, Any, Any]:
+        return (yield self)
+
+    def enabled(self) -> bool:
+        return True
+
+    def nchoices(self) -> int:
+        return 1
+
+    def run(self, choice: int) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class Call(Op):
+    """A generic step: ``fn(*args)`` run atomically with footprint ``fp``.
+
+    ``label`` is a ``str.format`` template over ``args``, formatted only when a
+    trace is printed.
+    """
+
+    __slots__ = ("fn", "args", "label")
+
+    def __init__(self, fp: Footprint, label: str, fn: Callable[..., Any], *args: Any) -> None:
+        Op.__init__(self, fp)
+        self.fn = fn
+        self.args = args
+        self.label = label
+
+    def run(self, choice: int) -> Any:
+        return self.fn(*self.args)
+
+    def describe(self) -> str:
+        return self.label.format(*self.args) if self.args else self.label
+
+
+class WaitUntil(Op):
+    """Block until ``cond()`` holds, then return ``fn()`` (or None)."""
+
+    __slots__ = ("cond", "fn", "label")
+    blocking = True
+
+    def __init__(
+        self,
+        fp: Footprint,
+        label: str,
+        cond: Callable[[], bool],
+        fn: Callable[[], Any] | None = None,
+    ) -> None:
+        Op.__init__(self, fp)
+        self.cond = cond
+        self.fn = fn
+        self.label = label
+
+    def enabled(self) -> bool:
+        return self.cond()
+
+    def run(self, choice: int) -> Any:
+        return None if self.fn is None else self.fn()
+
+    def describe(self) -> str:
+        return self.label
+
+
+class Choose(Op):
+    """Branch ``n`` ways; ``fn(k)`` runs for the chosen ``k``.  Blocks while n == 0."""
+
+    __slots__ = ("count", "fn", "label")
+    choice = True
+    blocking = True
+
+    def __init__(
+        self,
+        fp: Footprint,
+        label: str,
+        count: Callable[[], int],
+        fn: Callable[[int], Any],
+    ) -> None:
+        Op.__init__(self, fp)
+        self.count = count
+        self.fn = fn
+        self.label = label
+
+    def enabled(self) -> bool:
+        return self.count() > 0
+
+    def nchoices(self) -> int:
+        return self.count()
+
+    def run(self, choice: int) -> Any:
+        return self.fn(choice)
+
+    def describe(self) -> str:
+        return self.label
+
+
+class Var:
+    """A shared variable at one location (loom's ``Cell``)."""
+
+    __slots__ = ("loc", "value", "name", "_rfp", "_wfp")
+
+    def __init__(self, value: Any, name: str = "var") -> None:
+        self.loc = new_loc()
+        self.value = value
+        self.name = name
+        self._rfp: Footprint = ((self.loc, READ),)
+        self._wfp: Footprint = ((self.loc, WRITE),)
+
+    def load(self) -> Op:
+        return Call(self._rfp, "READ_ONCE(" + self.name + ")", self._get)
+
+    def store(self, value: Any) -> Op:
+        return Call(self._wfp, "WRITE_ONCE(" + self.name + ", {0!r})", self._set, value)
+
+    def _get(self) -> Any:
+        return self.value
+
+    def _set(self, value: Any) -> None:
+        self.value = value

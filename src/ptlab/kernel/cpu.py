@@ -1,0 +1,208 @@
+"""CPUs and their interrupt, preemption and RCU read-side state.
+
+Each modelled CPU runs one model thread.  Two lock-like resources per CPU carry
+what other CPUs can observe of it:
+
+* ``irq``: held while interrupts are disabled.  An IPI is delivered only when it
+  is free (a PROBE), so ``local_irq_save()`` holds back ``smp_call_function()``.
+* ``rcu``: held while the CPU is in any RCU read-side critical section; since the
+  RCU flavour consolidation (v4.20) that is ``rcu_read_lock()``, an IRQ-disabled
+  region or a preempt-disabled region (a spinlock).  A grace period that starts
+  while it is held owes a quiescent state that the CPU reports when it lets go
+  (``rcu_read_unlock_special()``, the next context switch); one that starts while
+  it is free sees the CPU quiescent at once (the FQS scan of idle CPUs).
+
+Nesting counts are the CPU's own business and change without a scheduling point;
+only the transitions that others can observe are steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import (
+    ACQUIRE, RELEASE, SIGNAL, Footprint, ModelViolation, Op, current_thread, new_loc,
+)
+
+
+class Resource:
+    """A lock-like resource: a location and who holds it."""
+
+    __slots__ = ("loc", "holder", "name")
+
+    def __init__(self, name: str) -> None:
+        self.loc = new_loc()
+        self.holder: Any = None
+        self.name = name
+
+
+class CPU:
+    __slots__ = ("idx", "kernel", "irq", "rcu", "preempt_count", "rcu_nesting",
+                 "irqs_disabled", "thread_name")
+
+    def __init__(self, kernel: Any, idx: int) -> None:
+        self.idx = idx
+        self.kernel = kernel
+        self.irq = Resource(f"cpu{idx}.irq")
+        self.rcu = Resource(f"cpu{idx}.rcu")
+        self.preempt_count = 0
+        self.rcu_nesting = 0
+        self.irqs_disabled = False
+        self.thread_name = f"cpu{idx}"
+
+    @property
+    def quiescent(self) -> bool:
+        return self.rcu.holder is None
+
+    def _in_rcu_cs(self) -> bool:
+        return self.rcu_nesting > 0 or self.preempt_count > 0 or self.irqs_disabled
+
+
+def this_cpu() -> CPU:
+    t = current_thread()
+    cpu = getattr(t, "ctx", None) if t is not None else None
+    if not isinstance(cpu, CPU):
+        raise ModelViolation("bad-context", "a per-CPU primitive was used outside a CPU thread")
+    return cpu
+
+
+class _Transition(Op):
+    """A change of this CPU's interrupt/preempt/RCU state that others can see."""
+
+    __slots__ = ("cpu", "label", "irq_to", "rcu_to", "result")
+
+    def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
+                 result: Any) -> None:
+        Op.__init__(self, fp)
+        self.cpu = cpu
+        self.label = label
+        self.irq_to = irq_to  # -1 leave, 0 release, 1 acquire
+        self.rcu_to = rcu_to
+        self.result = result
+
+    def run(self, choice: int) -> Any:
+        cpu = self.cpu
+        if self.irq_to == 1:
+            cpu.irq.holder = cpu
+        elif self.irq_to == 0:
+            cpu.irq.holder = None
+        if self.rcu_to == 1:
+            cpu.rcu.holder = cpu
+        elif self.rcu_to == 0:
+            rcu_exit(cpu)
+        return self.result
+
+    def describe(self) -> str:
+        return self.label
+
+
+def _transition(cpu: CPU, label: str, was_irq: bool, was_cs: bool,
+                extra: Footprint = (), result: Any = None) -> Op:
+    """Build the step for a state change, given the state before it."""
+    now_irq, now_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    fp: list[tuple[int, int]] = list(extra)
+    irq_to = rcu_to = -1
+    if now_irq != was_irq:
+        irq_to = int(now_irq)
+        fp.append((cpu.irq.loc, ACQUIRE if now_irq else RELEASE))
+    if now_cs != was_cs:
+        rcu_to = int(now_cs)
+        if now_cs:
+            fp.append((cpu.rcu.loc, ACQUIRE))
+        else:
+            return _RcuExit(cpu, label, tuple(fp), irq_to, rcu_to, result)
+    return _Transition(cpu, label, tuple(fp), irq_to, rcu_to, result)
+
+
+def rcu_exit(cpu: CPU) -> None:
+    """Leave the read-side critical section; report a quiescent state if owed."""
+    cpu.rcu.holder = None
+    rcu = cpu.kernel.rcu
+    if rcu.qs_owed[cpu.idx]:
+        rcu.qs_owed[cpu.idx] = False
+
+
+class _RcuExit(_Transition):
+    """The end of a read-side critical section.  It SIGNALs the CPU's quiescent-state
+    location only when the current grace period waits for it, so that the grace
+    period's AWAIT is ordered after exactly the reports it needs; whatever changes
+    that (``rcu_gp_init()``) PEEKs this CPU's resource and so conflicts either way."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
+                 result: Any) -> None:
+        self._base = fp + ((cpu.rcu.loc, RELEASE),)
+        _Transition.__init__(self, cpu, label, self._base, irq_to, rcu_to, result)
+
+    @property  # type: ignore[override]
+    def fp(self) -> Footprint:
+        rcu = self.cpu.kernel.rcu
+        if rcu.qs_owed[self.cpu.idx]:
+            return self._base + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
+        return self._base
+
+    @fp.setter
+    def fp(self, value: Footprint) -> None:
+        pass
+
+
+def local_irq_save() -> Op:
+    """arch/x86/include/asm/irqflags.h: local_irq_save(); returns the old flags."""
+    cpu = this_cpu()
+    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    cpu.irqs_disabled = True
+    return _transition(cpu, "local_irq_save()", was_irq, was_cs, result=was_irq)
+
+
+def local_irq_restore(flags: bool) -> Op:
+    """local_irq_restore(flags): re-enable interrupts unless they were off before."""
+    cpu = this_cpu()
+    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    cpu.irqs_disabled = flags
+    return _transition(cpu, "local_irq_restore()", was_irq, was_cs)
+
+
+def preempt_disable() -> Op:
+    """include/linux/preempt.h: preempt_disable()."""
+    cpu = this_cpu()
+    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    cpu.preempt_count += 1
+    return _transition(cpu, "preempt_disable()", was_irq, was_cs)
+
+
+def preempt_enable() -> Op:
+    """include/linux/preempt.h: preempt_enable()."""
+    cpu = this_cpu()
+    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    if cpu.preempt_count <= 0:
+        raise ModelViolation("preempt-imbalance", "preempt_enable() without preempt_disable()")
+    cpu.preempt_count -= 1
+    return _transition(cpu, "preempt_enable()", was_irq, was_cs)
+
+
+def rcu_read_lock() -> Op:
+    """include/linux/rcupdate.h: rcu_read_lock()."""
+    cpu = this_cpu()
+    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    cpu.rcu_nesting += 1
+    return _transition(cpu, "rcu_read_lock()", was_irq, was_cs)
+
+
+def rcu_read_unlock() -> Op:
+    """include/linux/rcupdate.h: rcu_read_unlock()."""
+    cpu = this_cpu()
+    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
+    if cpu.rcu_nesting <= 0:
+        raise ModelViolation("rcu-imbalance", "rcu_read_unlock() without rcu_read_lock()")
+    cpu.rcu_nesting -= 1
+    return _transition(cpu, "rcu_read_unlock()", was_irq, was_cs)
+
+
+def lockdep_assert_idle(cpu: CPU) -> None:
+    """What lockdep/RCU would say if a CPU went idle with something still held."""
+    if cpu.irqs_disabled or cpu.preempt_count or cpu.rcu_nesting:
+        raise ModelViolation(
+            "context-imbalance",
+            f"cpu{cpu.idx} finished with irqs_disabled={cpu.irqs_disabled} "
+            f"preempt_count={cpu.preempt_count} rcu_read_lock_nesting={cpu.rcu_nesting}")

@@ -1,0 +1,59 @@
+"""A booted kernel: CPUs, RCU, IPIs and the allocator for one execution.
+
+``Kernel(ex, ncpus)`` creates the per-CPU state and spawns the engine threads
+that stand for the kernel's own machinery (the RCU grace-period kthread, each
+CPU's quiescent-state reports and interrupt entry, the callback invoker).  Model
+code reaches it through :func:`current_kernel` and :func:`this_cpu`, the way
+kernel code reaches per-CPU data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from ..engine import Execution, ModelViolation
+from .cpu import CPU, lockdep_assert_idle
+from .page_alloc import Allocator
+from .rcu import RCU
+from .smp import SMP
+
+_current: Kernel | None = None
+
+
+def current_kernel() -> Kernel:
+    if _current is None:
+        raise ModelViolation("bad-context", "no kernel has been booted in this execution")
+    return _current
+
+
+class Kernel:
+    def __init__(self, ex: Execution, ncpus: int, *, fail_nowait: bool = False,
+                 ipis: bool = True) -> None:
+        global _current
+        _current = self
+        self.ex = ex
+        # The last CPU runs RCU callbacks (softirq / rcuc); the others run tasks.
+        self.cpus = [CPU(self, i) for i in range(ncpus + 1)]
+        self.rcu_cpu = self.cpus[-1]
+        self.rcu = RCU(self.cpus)
+        self.smp = SMP(self.cpus)
+        self.alloc = Allocator(fail_nowait)
+        ex.spawn("rcu_gp", self.rcu.rcu_gp_kthread(), daemon=True, lane="rcu")
+        ex.spawn("rcu_cb", self.rcu.rcu_do_batch(), daemon=True, lane="rcu", ctx=self.rcu_cpu)
+        if ipis:
+            for cpu in self.cpus:
+                ex.spawn(f"ipi/{cpu.idx}", self.smp.ipi_handler(cpu), daemon=True,
+                         lane=f"cpu{cpu.idx}", ctx=cpu)
+
+    def run_on(self, cpu_idx: int, name: str, body: Coroutine[Any, Any, Any]) -> None:
+        """Run ``body`` as the task on CPU ``cpu_idx``; it must leave the CPU idle."""
+        cpu = self.cpus[cpu_idx]
+        cpu.thread_name = name
+
+        async def task() -> None:
+            await body
+            lockdep_assert_idle(cpu)
+
+        task.__name__ = name
+        self.ex.spawn(name, task(), lane=f"cpu{cpu_idx}", ctx=cpu)

@@ -1,0 +1,117 @@
+"""Kernel memory objects and KASAN-style checking.
+
+Every object the model allocates (a page, a slab object, an ``rcu_head`` on a
+stack) is a :class:`KObject`.  Each field access carries the object's *alive*
+location in its footprint, and freeing writes it, so the explorer orders every
+access against the free; an access that lands after the free is reported the way
+KASAN would, with the call chains that allocated and freed the object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import READ, WRITE, Call, Footprint, ModelViolation, Op, current_stack, new_loc
+
+_RULE = "=" * 66
+
+
+def _chain(stack: list[str]) -> str:
+    return "\n".join(f" {fn}" for fn in reversed(stack))
+
+
+class KObject:
+    """An allocation: where it came from, whether it is still live."""
+
+    __slots__ = ("alive", "freed", "kind", "addr", "alloc_stack", "free_stack", "size", "__weakref__")
+    _next_addr = 0
+
+    def __init__(self, kind: str, size: int) -> None:
+        self.alive = new_loc()
+        self.freed = False
+        self.kind = kind
+        self.size = size
+        self.addr = 0xFFFF_8880_0000_0000 + self.alive * 0x1000
+        self.alloc_stack = current_stack()
+        self.free_stack: list[str] = []
+
+    def kasan_report(self, what: str, access: str, size: int = 8) -> ModelViolation:
+        """BUG: KASAN: use-after-free (``what`` names the bad access)."""
+        stack = current_stack()
+        report = "\n".join([
+            _RULE,
+            f"BUG: KASAN: use-after-free in {stack[-1]}",
+            f"{access} of size {size} at addr {self.addr:#x} by task {stack[0]}",
+            "",
+            "Call trace:",
+            _chain(stack[1:]),
+            "",
+            f"Allocated by task {self.alloc_stack[0]}:",
+            _chain(self.alloc_stack[1:]),
+            "",
+            f"Freed by task {self.free_stack[0] if self.free_stack else '?'}:",
+            _chain(self.free_stack[1:]),
+            "",
+            f"The buggy address belongs to the object at {self.addr:#x} ({self.kind})",
+            _RULE,
+        ])
+        return ModelViolation("use-after-free", f"{what}: {self.kind} at {self.addr:#x} "
+                              f"used by {stack[0]} after it was freed", report)
+
+    def check(self, what: str, access: str = "Read") -> None:
+        if self.freed:
+            raise self.kasan_report(what, access)
+
+    def mark_freed(self, what: str) -> None:
+        if self.freed:
+            stack = current_stack()
+            report = "\n".join([
+                _RULE,
+                f"BUG: KASAN: double-free in {stack[-1]}",
+                f"Free of addr {self.addr:#x} by task {stack[0]}",
+                "",
+                "Call trace:",
+                _chain(stack[1:]),
+                "",
+                f"Allocated by task {self.alloc_stack[0]}:",
+                _chain(self.alloc_stack[1:]),
+                "",
+                f"Freed by task {self.free_stack[0]}:",
+                _chain(self.free_stack[1:]),
+                _RULE,
+            ])
+            raise ModelViolation("double-free", f"{what}: {self.kind} at {self.addr:#x} "
+                                 "freed twice", report)
+        self.freed = True
+        self.free_stack = current_stack()
+
+
+class Field:
+    """A field of a :class:`KObject`: an access also reads the object's liveness."""
+
+    __slots__ = ("loc", "value", "owner", "name", "_rfp", "_wfp")
+
+    def __init__(self, owner: KObject, name: str, value: Any = None) -> None:
+        self.loc = new_loc()
+        self.owner = owner
+        self.name = name
+        self.value = value
+        self._rfp: Footprint = ((self.loc, READ), (owner.alive, READ))
+        self._wfp: Footprint = ((self.loc, WRITE), (owner.alive, READ))
+
+    def fp(self, kind: int) -> Footprint:
+        return ((self.loc, kind), (self.owner.alive, READ))
+
+    def load(self) -> Op:
+        return Call(self._rfp, "READ_ONCE(" + self.name + ")", self._get)
+
+    def store(self, value: Any) -> Op:
+        return Call(self._wfp, "WRITE_ONCE(" + self.name + ", {0!r})", self._set, value)
+
+    def _get(self) -> Any:
+        self.owner.check(self.name)
+        return self.value
+
+    def _set(self, value: Any) -> None:
+        self.owner.check(self.name, "Write")
+        self.value = value

@@ -1,0 +1,111 @@
+"""Inter-processor interrupts: ``smp_call_function()`` (kernel/smp.c).
+
+The caller queues a ``call_single_data`` on every other online CPU and, with
+``wait``, spins until each has run the function.  A CPU runs it only while its
+interrupts are enabled: an IRQ-disabled region (GUP-fast) holds the caller back,
+while an ``rcu_read_lock()`` section with interrupts enabled does not — the whole
+point of seed 002.  Each CPU's interrupt entry is an engine thread, so when the
+IPI lands is explored; the function runs atomically with respect to that CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import (
+    AWAIT, PROBE, SIGNAL, UPDATE, Call, Footprint, ModelViolation, Op, WaitUntil, new_loc,
+)
+from .cpu import CPU, this_cpu
+
+SmpFunc = Callable[[Any], None]
+
+
+class call_single_data:  # noqa: N801 - kernel name
+    __slots__ = ("loc", "func", "info", "done")
+
+    def __init__(self, func: SmpFunc, info: Any) -> None:
+        self.loc = new_loc()
+        self.func = func
+        self.info = info
+        self.done = False
+
+
+class SMP:
+    """Per-CPU call-function queues, and how many IPIs were sent."""
+
+    def __init__(self, cpus: list[CPU]) -> None:
+        self.cpus = cpus
+        self.queue_loc = [new_loc() for _ in cpus]
+        self.queues: list[list[call_single_data]] = [[] for _ in cpus]
+        self.ipis_sent = 0
+        self.ipis_delayed = 0  # deliveries that had to wait for an IRQ-disabled CPU
+
+    async def ipi_handler(self, cpu: CPU) -> None:
+        """generic_smp_call_function_single_interrupt() on ``cpu``."""
+        while True:
+            await _Deliver(self, cpu)
+
+
+class _Deliver(Op):
+    __slots__ = ("smp", "cpu")
+    blocking = True
+
+    def __init__(self, smp: SMP, cpu: CPU) -> None:
+        self.smp = smp
+        self.cpu = cpu
+        Op.__init__(self, ())
+
+    @property  # type: ignore[override]
+    def fp(self) -> Footprint:
+        q = self.smp.queues[self.cpu.idx]
+        head: Footprint = ((self.smp.queue_loc[self.cpu.idx], UPDATE), (self.cpu.irq.loc, PROBE))
+        return head + ((q[0].loc, SIGNAL),) if q else head
+
+    @fp.setter
+    def fp(self, value: Footprint) -> None:
+        pass
+
+    def enabled(self) -> bool:
+        return bool(self.smp.queues[self.cpu.idx]) and self.cpu.irq.holder is None
+
+    def run(self, choice: int) -> Any:
+        csd = self.smp.queues[self.cpu.idx].pop(0)
+        csd.func(csd.info)
+        csd.done = True
+
+    def describe(self) -> str:
+        q = self.smp.queues[self.cpu.idx]
+        name = getattr(q[0].func, "__name__", "?") if q else "?"
+        return f"IPI on cpu{self.cpu.idx}: {name}()"
+
+
+def _smp() -> SMP:
+    from .kernel import current_kernel
+
+    return current_kernel().smp
+
+
+async def smp_call_function(func: SmpFunc, info: Any, wait: int) -> None:
+    """kernel/smp.c: smp_call_function(func, info, wait) on every other online CPU."""
+    smp = _smp()
+    me = this_cpu()
+    if me.irqs_disabled:
+        raise ModelViolation("ipi-with-irqs-disabled",
+                             f"cpu{me.idx}: smp_call_function() with interrupts disabled "
+                             "can deadlock (WARN_ON_ONCE in smp_call_function_many_cond)")
+    targets = [c for c in smp.cpus if c is not me]
+    csds = [call_single_data(func, info) for _ in targets]
+
+    def send() -> None:
+        for c, csd in zip(targets, csds):
+            smp.queues[c.idx].append(csd)
+            if c.irq.holder is not None:
+                smp.ipis_delayed += 1
+        smp.ipis_sent += len(targets)
+
+    fp: Footprint = tuple((smp.queue_loc[c.idx], UPDATE) for c in targets)
+    await Call(fp, "smp_call_function(" + getattr(func, "__name__", "?") + ")", send)
+    if wait:
+        await WaitUntil(tuple((csd.loc, AWAIT) for csd in csds), "csd_lock_wait()",
+                        lambda: all(csd.done for csd in csds))

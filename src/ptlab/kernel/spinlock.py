@@ -1,0 +1,153 @@
+"""``spinlock_t`` (include/linux/spinlock.h, kernel/locking/spinlock.c).
+
+``spin_lock()`` is ``preempt_disable()`` plus the acquire, in one step: on a
+non-RT kernel the holder is in an RCU read-side critical section for as long as
+it holds the lock.  A lock embedded in freed memory (a split PTE/PMD lock in a
+freed page-table page) is a use-after-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import (
+    ACQUIRE, PEEK, READ, RELEASE, SIGNAL, TRY, Footprint, ModelViolation, Op, new_loc,
+)
+from .cpu import CPU, rcu_exit, this_cpu
+from .memory import KObject
+
+
+class spinlock_t:  # noqa: N801 - kernel name
+    __slots__ = ("loc", "holder", "name", "owner")
+
+    def __init__(self, name: str, owner: KObject | None = None) -> None:
+        self.loc = new_loc()
+        self.holder: CPU | None = None
+        self.name = name
+        self.owner = owner
+
+
+class _LockOp(Op):
+    __slots__ = ("lock", "cpu", "rcu_edge", "label")
+
+    def __init__(self, lock: spinlock_t, cpu: CPU, kind: int, rcu_kind: int, label: str) -> None:
+        fp: list[tuple[int, int]] = [(lock.loc, kind)]
+        if lock.owner is not None:
+            fp.append((lock.owner.alive, READ))
+        self.rcu_edge = rcu_kind
+        if rcu_kind >= 0:
+            fp.append((cpu.rcu.loc, rcu_kind))
+        Op.__init__(self, tuple(fp))
+        self.lock = lock
+        self.cpu = cpu
+        self.label = label
+
+    def _edge(self) -> None:
+        if self.rcu_edge == ACQUIRE:
+            self.cpu.rcu.holder = self.cpu
+        elif self.rcu_edge == RELEASE:
+            rcu_exit(self.cpu)
+
+    def describe(self) -> str:
+        return self.label
+
+
+class _Lock(_LockOp):
+    blocking = True
+
+    def enabled(self) -> bool:
+        return self.lock.holder is None
+
+    def run(self, choice: int) -> Any:
+        if self.lock.owner is not None:
+            self.lock.owner.check(self.lock.name, "Write")
+        self.lock.holder = self.cpu
+        self._edge()
+
+
+class _Unlock(_LockOp):
+    @property  # type: ignore[override]
+    def fp(self) -> Footprint:
+        if self.rcu_edge == RELEASE:
+            rcu = self.cpu.kernel.rcu
+            if rcu.qs_owed[self.cpu.idx]:
+                return self._fp + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
+        return self._fp
+
+    @fp.setter
+    def fp(self, value: Footprint) -> None:
+        self._fp = value
+
+    __slots__ = ("_fp",)
+
+    def run(self, choice: int) -> Any:
+        if self.lock.owner is not None:
+            self.lock.owner.check(self.lock.name, "Write")
+        if self.lock.holder is not self.cpu:
+            raise ModelViolation("bad-unlock", f"spin_unlock({self.lock.name}) by a CPU "
+                                 "that does not hold it")
+        self.lock.holder = None
+        self._edge()
+
+
+class _TryLock(_LockOp):
+    """The footprint depends on the outcome: TRY if the lock is free, else PEEK."""
+
+    @property  # type: ignore[override]
+    def fp(self) -> Footprint:
+        kind = TRY if self.lock.holder is None else PEEK
+        return ((self.lock.loc, kind), *self._fp[1:])
+
+    @fp.setter
+    def fp(self, value: Footprint) -> None:
+        self._fp = value
+
+    __slots__ = ("_fp",)
+
+    def run(self, choice: int) -> Any:
+        if self.lock.owner is not None:
+            self.lock.owner.check(self.lock.name, "Write")
+        if self.lock.holder is None:
+            self.lock.holder = self.cpu
+            self._edge()
+            return True
+        # Failed: undo the preempt_disable() the caller's bookkeeping assumed.
+        self.cpu.preempt_count -= 1
+        return False
+
+
+def _rcu_kind_on(cpu: CPU, was_cs: bool) -> int:
+    now = cpu._in_rcu_cs()
+    if now == was_cs:
+        return -1
+    return ACQUIRE if now else RELEASE
+
+
+def spin_lock(lock: spinlock_t) -> Op:
+    """spin_lock(): preempt_disable(); arch_spin_lock()."""
+    cpu = this_cpu()
+    was = cpu._in_rcu_cs()
+    cpu.preempt_count += 1
+    return _Lock(lock, cpu, ACQUIRE, _rcu_kind_on(cpu, was), f"spin_lock({lock.name})")
+
+
+def spin_unlock(lock: spinlock_t) -> Op:
+    """spin_unlock(): arch_spin_unlock(); preempt_enable()."""
+    cpu = this_cpu()
+    was = cpu._in_rcu_cs()
+    cpu.preempt_count -= 1
+    return _Unlock(lock, cpu, RELEASE, _rcu_kind_on(cpu, was), f"spin_unlock({lock.name})")
+
+
+def spin_trylock(lock: spinlock_t) -> Op:
+    """spin_trylock(): preempt_disable(); on failure preempt_enable()."""
+    cpu = this_cpu()
+    was = cpu._in_rcu_cs()
+    if not was:
+        # A failed trylock leaves the CPU as it was, so it cannot take the RCU
+        # resource speculatively; a trylock from a quiescent CPU is rare in the
+        # paths we model, so make it explicit.
+        raise ModelViolation("model-limit", "spin_trylock() outside a non-preemptible "
+                             "section is not modelled")
+    cpu.preempt_count += 1
+    return _TryLock(lock, cpu, TRY, -1, f"spin_trylock({lock.name})")

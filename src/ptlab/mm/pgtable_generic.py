@@ -1,0 +1,30 @@
+"""mm/pgtable-generic.c: mapping a PTE table without its lock (since v6.5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kernel import Field, rcu_read_lock, rcu_read_unlock
+
+
+async def pte_offset_map(pmd: Field) -> Any:
+    """___pte_offset_map(): ``rcu_read_lock()``, read the PMD locklessly, and return
+    the table it points to, or None (after ``rcu_read_unlock()``) if there is none.
+    The table stays valid memory until :func:`pte_unmap`, though it may be emptied
+    and disconnected meanwhile."""
+    await rcu_read_lock()
+    pmdval = await pmd.load()  # pmdp_get_lockless()
+    if pmdval is None:  # pmd_none(): nomap
+        await rcu_read_unlock()
+        return None
+    return pmdval
+
+
+async def pte_unmap(pte: Any) -> None:
+    """include/linux/pgtable.h: pte_unmap(): ``rcu_read_unlock()``."""
+    await rcu_read_unlock()
+
+
+async def ptep_get(pte: Any) -> Any:
+    """Read an entry of a mapped PTE table."""
+    return await pte.entries.load()

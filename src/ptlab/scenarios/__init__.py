@@ -1,0 +1,8 @@
+"""Scenarios: each a question from the seeds, with the designs it compares."""
+
+from .base import OK, Param, Scenario, Variant
+from .pte_free_defer_fragments import SCENARIO as PTE_FREE_DEFER_FRAGMENTS
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (PTE_FREE_DEFER_FRAGMENTS,)}
+
+__all__ = ["OK", "SCENARIOS", "Param", "Scenario", "Variant"]

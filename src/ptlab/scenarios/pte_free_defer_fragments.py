@@ -1,0 +1,214 @@
+"""Scenario ``pte-free-defer-fragments`` (seed 001, June 2023).
+
+On powerpc up to 16 PTE tables share one 64K page and that page's single
+``rcu_head``.  khugepaged's ``retract_page_tables()`` detaches tables one by one
+and frees each with ``pte_free_defer()``; a naive ``call_rcu()`` per table queues
+the same head twice when two fragments of one page go together.
+
+The model: one mm whose PTE tables are the ``fragments`` fragments of one page
+(``PTE_FRAG_NR`` = ``fragments``), each mapped by its own PMD entry.  One
+khugepaged-style retractor per fragment, each on its own CPU, clears its PMD entry
+under the PMD lock and calls ``pte_free_defer()``; ``rcu_walkers`` CPUs walk a table
+with ``pte_offset_map()`` under ``rcu_read_lock()`` and ``gup_walkers`` with GUP-fast
+(IRQs off).  When every CPU is done and RCU is idle, ``rcu_barrier()``, then the
+leak check: every page-table page freed exactly once, ``pt_frag_refcount`` (for the
+designs that use it) and NR_PAGETABLE back to zero, every side allocation freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..arch.powerpc.pgtable_frag import PteFragment, pte_frag_destroy, pte_fragment_alloc, \
+    pte_free_defer
+from ..arch.powerpc.pte_free_defer_designs import (
+    alloc_page64k, pte_free_defer_frag_refcount, pte_free_defer_naive,
+    pte_free_defer_pending_mask, pte_free_defer_pending_mask_as_written,
+    pte_free_defer_pending_mask_two_masks, pte_free_defer_rcu_head_per_table,
+)
+from ..engine import Execution, Model, ModelViolation, UPDATE, Call
+from ..kernel import GFP_KERNEL, Kernel, Page, alloc_pages, rcu_barrier, spin_lock, spin_unlock
+from ..kernel.memory import Field
+from ..mm.gup import gup_fast_pte_range
+from ..mm.pgtable_generic import pte_offset_map, pte_unmap, ptep_get
+from ..mm.types import PmdTable, mm_dec_nr_ptes, mm_inc_nr_ptes, mm_struct, pmd_lock
+from .base import OK, Param, Scenario, Variant
+
+Defer = Callable[[mm_struct, PteFragment], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Design:
+    defer: Defer
+    uses_frag_refcount: bool = True
+    side_structure: bool = False
+    may_fail: bool = False
+
+
+DESIGNS: dict[str, Design] = {
+    "naive": Design(pte_free_defer_naive),
+    "frag-refcount": Design(pte_free_defer_frag_refcount),
+    "pending-mask-as-written": Design(pte_free_defer_pending_mask_as_written,
+                                      uses_frag_refcount=False, side_structure=True),
+    "pending-mask": Design(pte_free_defer_pending_mask, uses_frag_refcount=False,
+                           side_structure=True),
+    "pending-mask-two-masks": Design(pte_free_defer_pending_mask_two_masks,
+                                     uses_frag_refcount=False, side_structure=True),
+    "rcu-head-per-table": Design(pte_free_defer_rcu_head_per_table, may_fail=True),
+    "pg-active": Design(pte_free_defer),
+}
+
+
+def _xchg_none(pmd: Field) -> object:
+    pmd.owner.check(pmd.name, "Write")
+    old = pmd.value
+    pmd.value = None
+    return old
+
+
+async def pmdp_collapse_flush(pmd: Field) -> PteFragment:
+    """mm/pgtable-generic.c: pmdp_collapse_flush(): pmdp_huge_get_and_clear() and a
+    TLB flush of the range (radix tlbie; not modelled)."""
+    old = await Call(pmd.fp(UPDATE), "pmdp_huge_get_and_clear(" + pmd.name + ")", _xchg_none,
+                     pmd)
+    assert isinstance(old, PteFragment)
+    return old
+
+
+async def retract_page_table(mm: mm_struct, pmdt: PmdTable, i: int, design: Design) -> None:
+    """The core of mm/khugepaged.c: retract_page_tables() (v6.6) for one table:
+    clear the PMD under the PMD lock, then ``pte_free_defer()``."""
+    pml = pmd_lock(mm, pmdt)
+    await spin_lock(pml)
+    pgt_pmd = await pmdp_collapse_flush(pmdt.entries[i])
+    await spin_unlock(pml)
+    await mm_dec_nr_ptes(mm)
+    await design.defer(mm, pgt_pmd)
+
+
+async def rcu_walker(pmd: Field, ex: Execution) -> None:
+    """A ``pte_offset_map()`` user: map, read an entry, unmap."""
+    pte = await pte_offset_map(pmd)
+    if pte is None:
+        return
+    await ptep_get(pte)
+    if await pmd.load() is not pte:
+        ex.sometimes("an RCU walker read a table already detached from its PMD")
+    await pte_unmap(pte)
+
+
+async def gup_walker(pmd: Field, ex: Execution) -> None:
+    if not await gup_fast_pte_range(pmd):
+        ex.sometimes("GUP-fast found its table gone and backed off")
+
+
+class PteFreeDeferModel:
+    def __init__(self, design: Design, params: dict[str, int]) -> None:
+        self.design = design
+        self.nfrag = params["fragments"]
+        self.nrcu = params["rcu_walkers"]
+        self.ngup = params["gup_walkers"]
+
+    def build(self, ex: Execution) -> None:
+        nfrag, design = self.nfrag, self.design
+        k = Kernel(ex, nfrag + self.nrcu + self.ngup, fail_nowait=design.may_fail,
+                   ipis=design.may_fail)
+        self.kernel = k
+        self.mm = mm = mm_struct()
+
+        async def setup() -> list[PteFragment]:
+            pmd_page = await alloc_pages(GFP_KERNEL)
+            assert pmd_page is not None
+            self.pmdt = PmdTable(pmd_page, nfrag)
+            tables = []
+            for i in range(nfrag):
+                pte = await pte_fragment_alloc(mm, 0, nfrag)
+                assert pte is not None
+                if design.side_structure and pte.index == 0:
+                    await alloc_page64k(pte.page, nfrag)
+                await self.pmdt.entries[i].store(pte)  # pmd_populate()
+                await mm_inc_nr_ptes(mm)
+                tables.append(pte)
+            return tables
+
+        self.tables: list[PteFragment] = ex.run_sync(setup(), k.cpus[0])
+        self.pmd_page = self.pmdt.page
+        for i in range(nfrag):
+            k.run_on(i, f"khugepaged/{i}", retract_page_table(mm, self.pmdt, i, design))
+        for w in range(self.nrcu):
+            k.run_on(nfrag + w, f"walker/{w}", rcu_walker(self.pmdt.entries[w % nfrag], ex))
+        for g in range(self.ngup):
+            k.run_on(nfrag + self.nrcu + g, f"gup/{g}",
+                     gup_walker(self.pmdt.entries[(nfrag - 1 - g) % nfrag], ex))
+
+    def finish(self, ex: Execution) -> None:
+        k, mm = self.kernel, self.mm
+
+        async def teardown() -> None:
+            cached = mm.context.pte_frag.value
+            if cached is not None:
+                await pte_frag_destroy(cached, self.nfrag)
+            await rcu_barrier()
+
+        ex.run_sync(teardown(), k.cpus[0])
+        leaked = [p for p in k.alloc.pages if not p.freed and p is not self.pmd_page]
+        if leaked:
+            raise ModelViolation("leak", f"{len(leaked)} page-table page(s) never freed: "
+                                 + ", ".join(f"pfn {p.pfn:#x}" for p in leaked))
+        objs = [o for o in k.alloc.objects if not o.freed]
+        if objs:
+            raise ModelViolation("leak", "never freed: " + ", ".join(o.kind for o in objs))
+        if self.design.uses_frag_refcount:
+            for p in k.alloc.pages:
+                if p is not self.pmd_page and p.pt_frag_refcount.value != 0:
+                    raise ModelViolation("accounting", f"pt_frag_refcount of pfn {p.pfn:#x} "
+                                         f"is {p.pt_frag_refcount.value:#x} after its free")
+        live_tables = sum(1 for p in k.alloc.pages if not p.freed and p.flags.value & 2)
+        if k.alloc.nr_pagetable != live_tables:
+            raise ModelViolation("accounting", f"NR_PAGETABLE is {k.alloc.nr_pagetable} but "
+                                 f"{live_tables} page-table pages are live")
+        if mm.nr_ptes.value != 0:
+            raise ModelViolation("accounting", f"mm->nr_ptes is {mm.nr_ptes.value}, not 0")
+        if any(p.freed for p in k.alloc.pages if p.payload is not None):
+            ex.sometimes("the fragment page was freed")
+
+
+def _make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
+    design = DESIGNS[variant]
+    return lambda: PteFreeDeferModel(design, params)
+
+
+def _doc(fn: Callable[..., object]) -> str:
+    return " ".join((fn.__doc__ or "").split())
+
+
+SCENARIO = Scenario(
+    name="pte-free-defer-fragments",
+    title="pte_free_defer() for page tables that share a page and its rcu_head",
+    source="seed 001 (linux-mm, June 2023: [PATCH 05/12] powerpc: add pte_free_defer() "
+           "for pgtables sharing page)",
+    params=(
+        Param("fragments", 2, "PTE tables per page (PTE_FRAG_NR); one retractor each", 2, 4),
+        Param("rcu_walkers", 1, "CPUs walking a table with pte_offset_map() under RCU", 0, 3),
+        Param("gup_walkers", 1, "CPUs walking a table with GUP-fast, IRQs off", 0, 3),
+    ),
+    variants=(
+        Variant("naive", "generic call_rcu(&page->rcu_head) per table", "double-call_rcu",
+                _doc(pte_free_defer_naive)),
+        Variant("frag-refcount", "posted patch: PTE_FREE_DEFERRED in pt_frag_refcount, "
+                "re-defer once", OK, _doc(pte_free_defer_frag_refcount)),
+        Variant("pending-mask-as-written", "side structure, fetch_or condition as sketched",
+                "double-call_rcu", _doc(pte_free_defer_pending_mask_as_written),
+                (("fragments", 3),)),
+        Variant("pending-mask", "side structure, queue only when nothing was pending",
+                "use-after-free", _doc(pte_free_defer_pending_mask)),
+        Variant("pending-mask-two-masks", "side structure with current/next masks (seed 003)",
+                OK, _doc(pte_free_defer_pending_mask_two_masks)),
+        Variant("rcu-head-per-table", "kmalloc(GFP_NOWAIT) head per table, IPI fallback",
+                "use-after-free", _doc(pte_free_defer_rcu_head_per_table)),
+        Variant("pg-active", "merged in v6.6: PG_active, last fragment frees via call_rcu",
+                OK, _doc(pte_free_defer)),
+    ),
+    make=_make,
+)
