@@ -1,19 +1,27 @@
 """DPOR against brute force on small random programs.
 
-Hypothesis generates tiny concurrent programs (2-3 threads of 1-4 instructions over
-2-3 shared variables and 1-2 locks).  Each program is explored twice:
+Hypothesis generates tiny concurrent programs: 2-3 threads of 1-4 instructions over
+2-3 shared variables and 0-2 locks.  Instructions read, write (a constant or a
+register plus a constant), fetch-and-add (UPDATE), add blindly (ADD), wait until a
+variable is nonzero (a blocking READ), choose one of two values (footprint-free or
+a READ), take a lock around a body of instructions (ACQUIRE/RELEASE, possibly
+nesting the other lock: two locks, two orders, deadlocks), or trylock around one.
 
-* by a brute-force explorer that runs every schedule (every enabled thread and every
-  choice value at every step, re-running from scratch with a forced prefix), and
+Each program is explored twice:
+
+* by a brute-force explorer that runs every schedule (every enabled thread and
+  every choice value at every step, re-running from scratch with a forced prefix);
 * by :class:`ptlab.engine.DPOR` with ``stop_on_violation=False``.
 
 For every complete execution we keep its *outcome* (variables, lock holders, every
 thread's registers, which threads are stuck, the violation if any) and its
-Mazurkiewicz trace signature (the events, their footprints and choice values, and
-the order of every pair of dependent events from different threads).  DPOR must
-find exactly the brute-force outcomes and exactly the brute-force traces, and for
-programs without blocking operations, locks or choices it must explore each trace
-exactly once.  Redundancy elsewhere is recorded and printed by the last test.
+Mazurkiewicz trace signature (the events with their footprints and choice values,
+and the order of every pair of dependent events of different threads).  DPOR must
+find exactly the brute-force outcomes and exactly the brute-force traces, and on
+programs without blocking ops, locks or choices it must run each trace once.
+``test_zz_report`` prints DPOR executions against distinct traces per feature set.
+
+Known engine bugs are pinned by the ``xfail(strict=True)`` tests near the end.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from ptlab.engine import (
@@ -51,7 +59,7 @@ from ptlab.engine.execution import CHOICE_SHIFT, THREAD_MASK
 
 NREGS = 2
 
-# -- the program language -------------------------------------------------------
+# -- the program language ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ class Read:
 
 @dataclass(frozen=True)
 class Write:
-    """``x[var] = const`` or, with ``src``, ``x[var] = r[src] + const``"""
+    """``x[var] = const``, or with ``src``, ``x[var] = r[src] + const``"""
 
     var: int
     const: int
@@ -106,6 +114,14 @@ class Pick:
 
 
 @dataclass(frozen=True)
+class Fail:
+    """Thread-local: ``if r[reg] == value: raise ModelViolation`` (ends the execution)."""
+
+    reg: int
+    value: int
+
+
+@dataclass(frozen=True)
 class Locked:
     """``lock(L); body; unlock(L)``"""
 
@@ -122,7 +138,7 @@ class TryLocked:
     body: tuple[Instr, ...]
 
 
-Instr = Read | Write | Update | Add | Wait | Pick | Locked | TryLocked
+Instr = Read | Write | Update | Add | Wait | Pick | Fail | Locked | TryLocked
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,8 @@ class Program:
     threads: tuple[tuple[Instr, ...], ...]
     # finish() raises ModelViolation("check") when r[reg] of thread == value.
     check: tuple[int, int, int] | None = None
+    # Trylock footprint: False = always TRY; True = TRY if it succeeds, PEEK if not.
+    lazy_trylock: bool = False
 
     def features(self) -> set[str]:
         out: set[str] = set()
@@ -142,11 +160,13 @@ class Program:
                     out.add("wait")
                 elif isinstance(ins, Pick):
                     out.add("choose")
+                elif isinstance(ins, Fail):
+                    out.add("fail")
                 elif isinstance(ins, Locked):
                     out.add("lock")
                     walk(ins.body)
                 elif isinstance(ins, TryLocked):
-                    out.add("trylock")
+                    out.add("lazy-trylock" if self.lazy_trylock else "trylock")
                     walk(ins.body)
 
         for code in self.threads:
@@ -155,19 +175,19 @@ class Program:
 
     @property
     def plain(self) -> bool:
-        """No blocking ops, locks or choices: DPOR must be exactly optimal."""
+        """No blocking ops, locks, choices or failures: DPOR must be exactly optimal."""
         return not self.features()
 
 
 def _max_steps(code: tuple[Instr, ...]) -> tuple[int, int]:
-    """(scheduled steps, choice steps) of ``code`` in the longest run."""
+    """(scheduled steps, choice steps) of ``code`` in its longest run."""
     steps = choices = 0
     for ins in code:
         if isinstance(ins, Locked | TryLocked):
             s, c = _max_steps(ins.body)
             steps += 2 + s
             choices += c
-        else:
+        elif not isinstance(ins, Fail):
             steps += 1
             choices += isinstance(ins, Pick)
     return steps, choices
@@ -176,14 +196,13 @@ def _max_steps(code: tuple[Instr, ...]) -> tuple[int, int]:
 def schedule_bound(prog: Program) -> int:
     """Upper bound on the number of schedules (interleavings times choice values)."""
     lens = [_max_steps(code) for code in prog.threads]
-    total = sum(s for s, _ in lens)
-    n = math.factorial(total)
+    n = math.factorial(sum(s for s, _ in lens))
     for s, _ in lens:
         n //= math.factorial(s)
     return n << sum(c for _, c in lens)
 
 
-# -- locks as custom ops ------------------------------------------------------------
+# -- locks as custom ops ----------------------------------------------------------------
 
 
 class Lock:
@@ -236,23 +255,28 @@ class Release(Op):
 
 
 class TryLock(Op):
-    """Non-blocking.  Its footprint depends on the lock state when it runs: TRY (an
-    acquire that could also have run before the previous release, and failed) if it
-    will succeed, PEEK if it will fail.  ``fp`` is a property, so the engine reads it
-    at the moment it schedules or records the step; both footprints conflict with
-    the ACQUIRE/RELEASE/TRY steps that change the lock state."""
+    """Non-blocking trylock.
 
-    __slots__ = ("lock", "tid")
+    With ``lazy`` its footprint depends on the lock state when it runs: TRY if it
+    will succeed, PEEK if it will fail (so two failed trylocks commute).  ``fp`` is a
+    property, so the engine reads it at the moment it schedules or records the step;
+    both footprints conflict with every step that changes the lock state, as ops.py
+    asks.  Without ``lazy`` the footprint is always TRY.
+    """
+
+    __slots__ = ("lazy", "lock", "tid")
     name = "trylock"
 
-    def __init__(self, lock: Lock, tid: int) -> None:
+    def __init__(self, lock: Lock, tid: int, lazy: bool) -> None:
         self.lock = lock
         self.tid = tid
+        self.lazy = lazy
         Op.__init__(self, ())  # the fp setter below ignores this
 
     @property  # type: ignore[override]
     def fp(self) -> Footprint:
-        return ((self.lock.loc, TRY if self.lock.holder is None else PEEK),)
+        held = self.lazy and self.lock.holder is not None
+        return ((self.lock.loc, PEEK if held else TRY),)
 
     @fp.setter
     def fp(self, value: Footprint) -> None:
@@ -268,7 +292,7 @@ class TryLock(Op):
         return f"trylock({self.lock.name})"
 
 
-# -- the model ----------------------------------------------------------------------
+# -- the model ------------------------------------------------------------------------
 
 
 class ProgModel:
@@ -314,17 +338,10 @@ class ProgModel:
             regs[ins.reg] = await WaitUntil(((v.loc, READ),), "wait", lambda: v.value != 0,
                                             lambda: v.value)
         elif isinstance(ins, Pick):
-            if ins.var is None:
-                fp: Footprint = ()
-                fn: Callable[[int], Any] = _identity
-            else:
-                v = self.vars[ins.var]
-                fp = ((v.loc, READ),)
-
-                def fn(k: int) -> int:
-                    return 10 * v.value + k
-
-            regs[ins.reg] = await Choose(fp, "choose", _two, fn)
+            regs[ins.reg] = await self._choose(ins.var)
+        elif isinstance(ins, Fail):
+            if regs[ins.reg] == ins.value:
+                raise ModelViolation("fail", f"t{tid} regs={regs}")
         elif isinstance(ins, Locked):
             lock = self.locks[ins.lock]
             await Acquire(lock, tid)
@@ -333,22 +350,31 @@ class ProgModel:
             await Release(lock, tid)
         else:
             lock = self.locks[ins.lock]
-            ok = await TryLock(lock, tid)
+            ok = await TryLock(lock, tid, self.prog.lazy_trylock)
             regs[ins.reg] = int(ok)
             if ok:
                 for sub in ins.body:
                     await self._exec(tid, sub)
                 await Release(lock, tid)
 
+    def _choose(self, var: int | None) -> Choose:
+        if var is None:
+            return Choose((), "choose", _two, _identity)
+        v = self.vars[var]
+
+        def fn(k: int) -> int:
+            return 10 * v.value + k
+
+        return Choose(((v.loc, READ),), "choose", _two, fn)
+
     def outcome(self, ex: Execution) -> tuple[Any, ...]:
         """The final state of a complete execution."""
-        stuck = tuple(t.idx for t in ex.threads if not t.done)
         v = ex.violation
         return (
             tuple(x.value for x in self.vars),
             tuple(lk.holder for lk in self.locks),
             tuple(tuple(r) for r in self.regs),
-            stuck,
+            tuple(t.idx for t in ex.threads if not t.done),  # stuck threads
             None if v is None else (v.kind, v.message),
         )
 
@@ -367,14 +393,14 @@ def _two() -> int:
     return 2
 
 
-# -- trace signatures and exploration --------------------------------------------------
+# -- trace signatures and exploration -----------------------------------------------------
 
 Signature = tuple[frozenset[Any], frozenset[Any]]
 
 
 def signature(ex: Execution) -> Signature:
     """The Mazurkiewicz trace of ``ex``: its events (thread, seq, footprint, choice)
-    and, for every dependent pair from different threads, which came first."""
+    and, for every dependent pair of events of different threads, which came first."""
     seq = [0] * len(ex.threads)
     ids: list[tuple[int, int]] = []
     events = []
@@ -398,8 +424,7 @@ class Explored:
     outcomes: set[tuple[Any, ...]] = field(default_factory=set)
     traces: set[Signature] = field(default_factory=set)
     executions: int = 0
-    # For DPOR: how many executions had a trace already seen.
-    repeats: int = 0
+    repeats: int = 0  # executions whose trace had been seen already
 
     def add(self, ex: Execution) -> None:
         model = ex.model
@@ -411,10 +436,14 @@ class Explored:
             self.repeats += 1
         self.traces.add(sig)
 
+    @property
+    def violations(self) -> set[tuple[str, str]]:
+        return {o[-1] for o in self.outcomes if o[-1] is not None}
+
 
 class _Forced:
     """Follow ``prefix``, then take the first enabled label at each step and remember
-    the alternatives, so that the caller can explore them later."""
+    the others, for the caller to explore later."""
 
     def __init__(self, prefix: list[int]) -> None:
         self.prefix = prefix
@@ -476,22 +505,20 @@ def run_dpor(make_model: Callable[[], ProgModel], *, stop_on_violation: bool = F
                    res.verdict)
 
 
-# -- program generation ----------------------------------------------------------------
+# -- program generation -----------------------------------------------------------------
 
 MAX_SCHEDULES = 3000
+FEATURES = frozenset({"wait", "choose", "lock", "trylock"})
 
 _REG = st.integers(0, NREGS - 1)
 _CONST = st.integers(1, 2)
-
-
-FEATURES = frozenset({"wait", "choose", "lock", "trylock"})
 
 
 @st.composite
 def simple_instr(draw: st.DrawFn, nvars: int, features: frozenset[str]) -> Instr:
     var = st.integers(0, nvars - 1)
     kinds = ["read", "write", "update", "add"]
-    kinds += [k for k in ("wait", "choose") if k in features]
+    kinds += [k for k in ("wait", "choose", "fail") if k in features]
     kind = draw(st.sampled_from(kinds))
     if kind == "read":
         return Read(draw(var), draw(_REG))
@@ -504,6 +531,8 @@ def simple_instr(draw: st.DrawFn, nvars: int, features: frozenset[str]) -> Instr
         return Add(draw(var), draw(_CONST))
     if kind == "wait":
         return Wait(draw(var), draw(_REG))
+    if kind == "fail":
+        return Fail(draw(_REG), draw(st.integers(0, 2)))
     return Pick(draw(_REG), draw(st.none() | var))
 
 
@@ -526,9 +555,10 @@ def instr(draw: st.DrawFn, nvars: int, locks: tuple[int, ...], features: frozens
 
 
 @st.composite
-def programs(draw: st.DrawFn, features: frozenset[str] = FEATURES) -> Program:
-    """2-3 threads of 1-4 top-level instructions over 2-3 variables (and 0-2 locks if
-    ``features`` has "lock" or "trylock"), plus maybe a final check on a register."""
+def programs(draw: st.DrawFn, features: frozenset[str] = FEATURES,
+             lazy_trylock: bool = False) -> Program:
+    """2-3 threads of 1-4 top-level instructions over 2-3 variables and, if
+    ``features`` has "lock" or "trylock", 0-2 locks; maybe a final register check."""
     nthreads = draw(st.integers(2, 3))
     nvars = draw(st.integers(2, 3))
     nlocks = draw(st.integers(0, 2)) if features & {"lock", "trylock"} else 0
@@ -544,82 +574,189 @@ def programs(draw: st.DrawFn, features: frozenset[str] = FEATURES) -> Program:
             threads[k] = (Read(0, 0),)
         prog = Program(nvars, nlocks, tuple(threads))
     check = draw(st.none() | st.tuples(st.integers(0, nthreads - 1), _REG, st.integers(0, 3)))
-    return Program(nvars, nlocks, tuple(threads), check)
+    return Program(nvars, nlocks, tuple(threads), check, lazy_trylock)
 
 
-# -- the comparison ------------------------------------------------------------------------
+# -- the comparison ----------------------------------------------------------------------
 
-# Per-feature totals over every generated program, printed by test_zz_report.
+# Per feature set: programs, DPOR executions, distinct traces, sleep-blocked,
+# infeasible wakeups, programs with redundant executions.  Printed by test_zz_report.
 REPORT: dict[str, list[int]] = {}
 
 
 def _record(prog: Program, dpor: DporRun, traces: int) -> None:
-    key = "plain" if prog.plain else "+".join(sorted(prog.features()))
+    key = "+".join(sorted(prog.features())) or "plain"
     row = REPORT.setdefault(key, [0, 0, 0, 0, 0, 0])
-    row[0] += 1
-    row[1] += dpor.executions
-    row[2] += traces
-    row[3] += dpor.sleep_blocked
-    row[4] += dpor.infeasible
-    row[5] += dpor.executions > traces
-    if dpor.executions > traces:
+    redundant = dpor.executions > traces
+    for k, n in enumerate((1, dpor.executions, traces, dpor.sleep_blocked, dpor.infeasible,
+                           redundant)):
+        row[k] += n
+    if redundant:
         event("DPOR redundant (executions > traces)")
     if dpor.sleep_blocked:
         event("DPOR sleep-set blocked")
 
 
 def check_program(prog: Program) -> tuple[Explored, DporRun]:
+    """Explore ``prog`` both ways and compare (the assertions of this module)."""
+
     def make() -> ProgModel:
         return ProgModel(prog)
 
     brute = brute_force(make)
     dpor = run_dpor(make)
+    found = dpor.explored
+    # A violation is found with stop_on_violation=True iff some execution has one.
+    expect = "violation" if brute.violations else "ok"
+    assert run_dpor(make, stop_on_violation=True).verdict == expect
+    # Every DPOR execution is a real one.
+    assert found.outcomes <= brute.outcomes
+    assert found.traces <= brute.traces
+    if "fail" in prog.features():
+        # An execution ends at its first violation, whatever the other threads were
+        # about to do, so only the violations themselves are comparable.
+        assert found.violations == brute.violations
+        return brute, dpor
     # Same final states, deadlocks and violations.
-    missing = brute.outcomes - dpor.explored.outcomes
-    assert not missing, f"DPOR missed outcomes {sorted(map(repr, missing))}"
-    assert dpor.explored.outcomes == brute.outcomes
-    # Every trace explored (completeness), and nothing that is not a trace.
-    missed_traces = len(brute.traces - dpor.explored.traces)
-    assert missed_traces == 0, f"DPOR missed {missed_traces} of {len(brute.traces)} traces"
-    assert dpor.explored.traces == brute.traces
+    missing = sorted(map(repr, brute.outcomes - found.outcomes))
+    assert not missing, f"DPOR missed outcomes {missing}"
+    # Every Mazurkiewicz trace explored (completeness).
+    missed = len(brute.traces - found.traces)
+    assert not missed, f"DPOR missed {missed} of {len(brute.traces)} traces"
     assert dpor.executions >= len(brute.traces)
-    # A violation is found with stop_on_violation=True iff one exists.
-    any_violation = any(o[-1] is not None for o in brute.outcomes)
-    assert run_dpor(make, stop_on_violation=True).verdict == (
-        "violation" if any_violation else "ok")
+    if prog.plain:  # optimality
+        assert dpor.executions == len(brute.traces), "DPOR ran a trace twice"
+        assert found.repeats == 0
+        assert dpor.sleep_blocked == 0
     _record(prog, dpor, len(brute.traces))
     return brute, dpor
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs())
+# -- property tests ----------------------------------------------------------------------
+
+_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# For the xfail property tests: stop at the first failure, do not spend time shrinking.
+_NO_SHRINK = settings(_SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+
+@settings(_SETTINGS, max_examples=300)
+@given(programs(frozenset({"choose", "lock", "trylock"})))
 def test_dpor_matches_brute_force(prog: Program) -> None:
-    brute, dpor = check_program(prog)
-    if prog.plain:
-        assert dpor.executions == len(brute.traces), "DPOR not optimal on a plain program"
-        assert dpor.explored.repeats == 0
-        assert dpor.sleep_blocked == 0
+    """Locks (nested, deadlocking), trylocks (footprint always TRY), choices."""
+    check_program(prog)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(_SETTINGS, max_examples=150)
 @given(programs(frozenset()))
 def test_dpor_optimal_on_plain_programs(prog: Program) -> None:
-    brute, dpor = check_program(prog)
-    assert dpor.executions == len(brute.traces), "DPOR not optimal on a plain program"
-    assert dpor.explored.repeats == 0
-    assert dpor.sleep_blocked == 0
+    """READ/WRITE/UPDATE/ADD only: exactly one execution per trace."""
+    check_program(prog)
+
+
+@settings(_SETTINGS, max_examples=100)
+@given(programs(frozenset({"fail", "choose", "lock"})))
+def test_dpor_finds_violations_raised_by_threads(prog: Program) -> None:
+    check_program(prog)
+
+
+@pytest.mark.xfail(reason="engine bug B below: a wait enabled by an overwritten write "
+                   "(found in roughly one run in three of 300 examples)", strict=False)
+@settings(_NO_SHRINK, max_examples=300)
+@given(programs(FEATURES))
+def test_dpor_matches_brute_force_with_waits(prog: Program) -> None:
+    check_program(prog)
+
+
+@pytest.mark.xfail(reason="engine bug C below: a trylock whose footprint is TRY or PEEK "
+                   "depending on the lock state", strict=False)
+@settings(_NO_SHRINK, max_examples=300)
+@given(programs(frozenset({"choose", "lock", "trylock"}), lazy_trylock=True))
+def test_dpor_matches_brute_force_lazy_trylock(prog: Program) -> None:
+    check_program(prog)
+
+
+# -- explicit programs: regressions and minimal reproductions of engine bugs ----------------
+
+X = 0
+
+
+def _prog(*threads: tuple[Instr, ...], nlocks: int = 0, lazy_trylock: bool = False) -> Program:
+    return Program(1, nlocks, threads, None, lazy_trylock)
+
+
+def _outcomes(prog: Program) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    def make() -> ProgModel:
+        return ProgModel(prog)
+
+    return brute_force(make).outcomes, run_dpor(make).explored.outcomes
+
+
+def test_wait_does_not_hide_an_independent_reversal() -> None:
+    """t0: wait(x != 0) | t1: x = 1 | t2: r0 = x.  Reversing x = 1 before the wait
+    gives a wakeup sequence that cannot run (the wait is blocked); it used to absorb
+    the independent one that lets t2 read 0 first, which was then never explored."""
+    prog = _prog((Wait(X, 0),), (Write(X, 1),), (Read(X, 0),))
+    brute, found = _outcomes(prog)
+    assert {o[2][2][0] for o in brute} == {0, 1}
+    assert found == brute
+    check_program(prog)
+
+
+def test_trylock_after_release_can_fail() -> None:
+    """t0: lock(L); unlock(L) | t1: trylock(L).  A successful trylock after the release
+    must also be tried before it (where it fails); a blocking ACQUIRE footprint would
+    make the engine treat RELEASE -> trylock as an ordering only and miss that."""
+    for lazy in (False, True):
+        prog = _prog((Locked(0, ()),), (TryLocked(0, 0, ()),), nlocks=1, lazy_trylock=lazy)
+        brute, found = _outcomes(prog)
+        assert {o[2][1][0] for o in brute} == {0, 1}
+        assert found == brute
+        check_program(prog)
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug B: DPOR reverses a blocked wait only with "
+                   "the last write before it; the earlier write that enables it is never tried")
+def test_bug_wait_enabled_by_an_overwritten_write() -> None:
+    """t0: x = 1; x = 0; x = 2 | t1: r0 = wait(x != 0).
+    Expected: r0 in {1, 2}.  DPOR finds only r0 == 2: the race of the wait with
+    x = 2 is reversed into [x = 1, x = 0, wait], which is infeasible (x == 0), and the
+    race with x = 1 is never considered because x = 0 covers it."""
+    prog = _prog((Write(X, 1), Write(X, 0), Write(X, 2)), (Wait(X, 0),))
+    brute, found = _outcomes(prog)
+    assert {o[2][1][0] for o in brute} == {1, 2}
+    assert {o[2][1][0] for o in found} == {1, 2}
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug C: a trylock with a state-dependent "
+                   "footprint (TRY when it succeeds, PEEK when it fails) loses executions")
+def test_bug_three_trylocks_with_state_dependent_footprint() -> None:
+    """t0, t1, t2: each ``r0 = trylock(L); if r0: unlock(L)``, footprint TRY if it
+    succeeds, PEEK if it fails.  Expected 7 outcomes (any nonempty set of threads may
+    succeed, one at a time); DPOR misses t2 succeeding while t0 and t1 both fail,
+    and explores 14 of the 21 traces.  With the footprint always TRY it finds all."""
+    tl = (TryLocked(0, 0, ()),)
+    prog = _prog(tl, tl, tl, nlocks=1, lazy_trylock=True)
+    brute, found = _outcomes(prog)
+    assert len(brute) == 7
+    assert ((0, 0), (0, 0), (1, 0)) in {o[2] for o in brute}
+    assert found == brute
+
+
+def test_three_trylocks_with_fixed_footprint() -> None:
+    tl = (TryLocked(0, 0, ()),)
+    check_program(_prog(tl, tl, tl, nlocks=1))
 
 
 def test_zz_report(record_property: Callable[[str, object], None]) -> None:
-    """Print (and record for junit) DPOR executions vs distinct traces per feature set."""
+    """Print (and record for junit) DPOR executions against distinct traces."""
     if not REPORT:
         pytest.skip("run together with the property tests")
-    lines = [f"{'features':<32} {'progs':>6} {'dpor':>7} {'traces':>7} {'sleep':>6} "
-             f"{'infeas':>6} {'redund.progs':>12}"]
+    lines = [f"{'features':<28} {'progs':>6} {'dpor':>7} {'traces':>7} {'sleep':>6} "
+             f"{'infeas':>6} {'redundant':>9}"]
     for key, (progs, execs, traces, sleep, infeas, red) in sorted(REPORT.items()):
-        lines.append(f"{key:<32} {progs:>6} {execs:>7} {traces:>7} {sleep:>6} {infeas:>6} "
-                     f"{red:>12}")
-        record_property(f"dpor[{key}]", f"programs={progs} executions={execs} "
-                        f"traces={traces} sleep_blocked={sleep} infeasible={infeas}")
-    print("\nDPOR executions vs distinct Mazurkiewicz traces (brute force):")
+        lines.append(f"{key:<28} {progs:>6} {execs:>7} {traces:>7} {sleep:>6} {infeas:>6} "
+                     f"{red:>9}")
+        record_property(f"dpor[{key}]", f"programs={progs} executions={execs} traces={traces} "
+                        f"sleep_blocked={sleep} infeasible={infeas} redundant_programs={red}")
+    print("\nDPOR executions vs distinct Mazurkiewicz traces (brute force), passing programs:")
     print("\n".join(lines))

@@ -49,10 +49,8 @@ class WNode:
     A *tentative* node ends an inserted sequence with a blocking op that may turn
     out not to be enabled there (the event it was reversed with may be what enabled
     it).  Every other event of an inserted sequence is feasible: what enabled it is
-    in its footprint, so it happens before it and was kept.  A tentative node may
-    take in a sequence that starts with its own event (if the node cannot run, nor
-    can that sequence), but not one it is merely independent of: that sequence would
-    be lost with it.
+    in its footprint, so it happens before it and was kept.  When a tentative node
+    cannot run, the sequences it took in are inserted again without it.
     """
 
     __slots__ = ("label", "thread", "fp", "children", "tentative")
@@ -108,12 +106,17 @@ def _insert(children: list[WNode], v: list[Ev], tentative: bool) -> bool:
     while True:
         for ch in children:
             k = _weak_initial(ch.thread, ch.label, ch.fp, v)
-            if k == -1 or (k == -2 and ch.tentative):
+            if k == -1:
                 continue
             if k >= 0:
                 v = v[:k] + v[k + 1:]
-            if not ch.children or not v:
+            if not v:
                 return False
+            if not ch.children:
+                if not (ch.tentative and k == -2):
+                    return False
+                # A tentative leaf covers v only if it runs: keep v beneath it, to
+                # be inserted again should it not.
             children = ch.children
             break
         else:
@@ -197,6 +200,8 @@ class DPOR:
             if not ok:
                 node.wut.pop(0)
                 self.stats.infeasible += 1
+                for path in _paths(ch.children):
+                    self._reinsert(node, path)
                 continue
             if bound is not None and node.preempts + self._is_preemption(node, th, enabled) > bound:
                 node.wut.pop(0)
@@ -320,15 +325,25 @@ class DPOR:
         hb = self._hb
         ev_thread, ev_fp, ev_label = ex.ev_thread, ex.ev_fp, ex.ev_label
         bit = 1 << i
+        # notdep(e, E): every later event that does not happen after e, even those
+        # after e' (Optimal-DPOR's definition; cutting it at e' would let a sleeping
+        # thread that conflicts only with those later events veto the insertion).
         v: list[Ev] = [(ev_label[k], ev_thread[k], ev_fp[k])
-                       for k in range(i + 1, min(j, len(hb))) if not hb[k] & bit]
+                       for k in range(i + 1, len(hb)) if k != j and not hb[k] & bit
+                       and not (k > j and hb[k] >> j & 1)]
         v.append((label, tj, fpj))
         self._try_insert(i, v, blocking)
 
+    def _reinsert(self, node: Node, v: list[Ev]) -> None:
+        for lb, tb, fb in node.sleep:
+            if _weak_initial(tb, lb, fb, v) != -1:
+                return
+        _insert(node.wut, v, True)
+
     def _try_insert(self, i: int, v: list[Ev], blocking: bool) -> None:
         node = self.stack[i]
-        if False and blocking and len(v) == 1 and tj_not_enabled(node, v[0][1]):
-            self.stats.infeasible += 1  # known at once: the thread is blocked here
+        if blocking and _known_infeasible(node, v):
+            self.stats.infeasible += 1
             return
         for lb, tb, fb in node.sleep:
             if _weak_initial(tb, lb, fb, v) != -1:
@@ -393,8 +408,25 @@ class DPOR:
                       stats, violation, schedule, None, list(reached))
 
 
-def tj_not_enabled(node: Node, thread: int) -> bool:
-    return thread not in node.enabled
+def _paths(children: list[WNode]) -> list[list[Ev]]:
+    """Every root-to-leaf sequence of a wakeup (sub)tree."""
+    out: list[list[Ev]] = []
+    for ch in children:
+        ev = (ch.label, ch.thread, ch.fp)
+        if ch.children:
+            out.extend([ev, *rest] for rest in _paths(ch.children))
+        else:
+            out.append([ev])
+    return out
+
+
+def _known_infeasible(node: Node, v: list[Ev]) -> bool:
+    """The last event of v blocks at node, and nothing before it in v could unblock
+    it (what enables an op is in its footprint): v cannot be followed."""
+    lb, tb, fb = v[-1]
+    if tb in node.enabled:
+        return False
+    return not any(dependent(t, f, tb, fb) for _, t, f in v[:-1])
 
 
 def _kind_at(fp: Footprint, loc: int) -> int:
