@@ -21,16 +21,27 @@ from collections.abc import Callable
 
 from .execution import CHOICE_SHIFT, THREAD_MASK, Execution, Model, catching_unawaited
 from .ops import (
-    ACQUIRE, CONFLICT, CONSUME, DEPENDENT, TRY, UPDATE, WRITE, Footprint, ModelError,
+    ACQUIRE,
+    CONFLICT,
+    CONSUME,
+    DEPENDENT,
+    TRY,
+    UPDATE,
+    WRITE,
+    Footprint,
 )
 from .result import Result, Stats
 
 # An event as the wakeup trees and sleep sets hold it.
 Ev = tuple[int, int, Footprint]  # (label, thread, footprint)
 
+# _CONFLICT_TO[later][earlier], the column of CONFLICT the race scan reads.
+_CONFLICT_TO = tuple(tuple(CONFLICT[a][b] for a in range(len(CONFLICT)))
+                     for b in range(len(CONFLICT)))
+
 # Kinds every earlier access to a location happens before.  SIGNAL is not one:
 # an AWAIT must see each of them.
-_COVERS = (WRITE, UPDATE, ACQUIRE, TRY, CONSUME)  # kinds that every earlier access to the loc happens before
+_COVERS = (WRITE, UPDATE, ACQUIRE, TRY, CONSUME)
 
 
 def dependent(ta: int, fa: Footprint, tb: int, fb: Footprint) -> bool:
@@ -53,7 +64,7 @@ class WNode:
     cannot run, the sequences it took in are inserted again without it.
     """
 
-    __slots__ = ("label", "thread", "fp", "children", "tentative")
+    __slots__ = ("children", "fp", "label", "tentative", "thread")
 
     def __init__(self, label: int, thread: int, fp: Footprint, tentative: bool = False) -> None:
         self.label = label
@@ -66,8 +77,18 @@ class WNode:
 class Node:
     """The exploration state after a prefix of the current execution."""
 
-    __slots__ = ("sleep", "wut", "cur", "cur_thread", "cur_fp", "cur_sub", "cur_pre",
-                 "preempts", "prev", "enabled")
+    __slots__ = (
+        "cur",
+        "cur_fp",
+        "cur_pre",
+        "cur_sub",
+        "cur_thread",
+        "enabled",
+        "preempts",
+        "prev",
+        "sleep",
+        "wut",
+    )
 
     def __init__(self, sleep: list[Ev], wut: list[WNode], preempts: int, prev: int,
                  enabled: list[int]) -> None:
@@ -91,11 +112,11 @@ def _weak_initial(th: int, label: int, fp: Footprint, v: list[Ev]) -> int:
             if lb != label:
                 return -1
             for m in range(k):
-                lm, tm, fm = v[m]
+                _, tm, fm = v[m]
                 if dependent(tm, fm, tb, fb):
                     return -1
             return k
-    for lb, tb, fb in v:
+    for _, tb, fb in v:
         if dependent(th, fp, tb, fb):
             return -1
     return -2
@@ -155,15 +176,13 @@ class DPOR:
         self.on_execution: Callable[[Execution], None] | None = None
 
     # -- choosing ------------------------------------------------------------
+    def forced(self, d: int) -> int:
+        """The label to replay at step d, or -1 past the shared prefix."""
+        return self.stack[d].cur if d < self.branch else -1
+
     def pick(self, ex: Execution, enabled: list[int]) -> int:
         d = len(ex.ev_thread)
         stack = self.stack
-        if d < self.branch:
-            label = stack[d].cur
-            if label & THREAD_MASK not in enabled:
-                raise ModelError("the model is not deterministic: replaying step "
-                                 f"{d} found thread {label & THREAD_MASK} blocked")
-            return label
         if d == self.branch:
             return self._take_wut(ex, stack[d], enabled, at_branch=True)
         if d > 0:
@@ -267,7 +286,7 @@ class DPOR:
                 lst = hist.get(loc)
                 if lst is None:
                     lst = hist[loc] = []
-                lst.append(j)
+                lst.append(j << 4 | kind)
                 locs.append(loc)
             undo.append(tuple(locs))
         blocking = ex.ev_blocking
@@ -303,10 +322,12 @@ class DPOR:
             lst = hist.get(loc)
             if not lst:
                 continue
+            row = _CONFLICT_TO[kj]
             for idx in range(len(lst) - 1, -1, -1):
-                i = lst[idx]
-                ki = _kind_at(self._ev_fp[i], loc)
-                rel = CONFLICT[ki][kj]
+                packed = lst[idx]
+                i = packed >> 4
+                ki = packed & 15
+                rel = row[ki]
                 if not rel:
                     continue
                 if ev_thread[i] != tj:
@@ -423,15 +444,9 @@ def _paths(children: list[WNode]) -> list[list[Ev]]:
 def _known_infeasible(node: Node, v: list[Ev]) -> bool:
     """The last event of v blocks at node, and nothing before it in v could unblock
     it (what enables an op is in its footprint): v cannot be followed."""
-    lb, tb, fb = v[-1]
+    _, tb, fb = v[-1]
     if tb in node.enabled:
         return False
     return not any(dependent(t, f, tb, fb) for _, t, f in v[:-1])
 
-
-def _kind_at(fp: Footprint, loc: int) -> int:
-    for l, k in fp:
-        if l == loc:
-            return k
-    raise KeyError(loc)
 

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from inspect import CO_COROUTINE
 from typing import Any, Protocol
 
 from .ops import CTX, Footprint, ModelError, ModelViolation, Op
@@ -32,7 +33,7 @@ class Model(Protocol):
 
 class Chooser(Protocol):
     def pick(self, ex: Execution, enabled: list[int]) -> int:
-        """Return a label (``thread | choice << 16``) among ``enabled`` threads, or -1 to abandon."""
+        """A label (``thread | choice << 16``) of an enabled thread, or -1 to give up."""
 
 
 CHOICE_SHIFT = 16
@@ -43,8 +44,18 @@ class Thread:
     """A model thread: a coroutine plus what the scheduler needs to know of it."""
 
     __slots__ = (
-        "idx", "name", "lane", "coro", "daemon", "pending", "done",
-        "created", "yielded", "locs", "steps", "ctx",
+        "coro",
+        "created",
+        "ctx",
+        "daemon",
+        "done",
+        "idx",
+        "lane",
+        "locs",
+        "name",
+        "pending",
+        "steps",
+        "yielded",
     )
 
     def __init__(self, idx: int, name: str, coro: Coroutine[Any, Any, Any], daemon: bool,
@@ -130,11 +141,20 @@ def coroutine_stack(coro: Any) -> list[str]:
 
 
 def current_stack() -> list[str]:
-    """The running thread's call chain of model functions (for KASAN reports)."""
+    """The running thread's call chain of model functions (for KASAN reports):
+    the coroutine frames on the Python stack while model code runs, else the
+    await chain the thread is suspended in (an op running for it)."""
     t = CTX.thread
-    if t is None:
-        return ["<setup>"]
-    return [t.name, *coroutine_stack(t.coro)]
+    name = t.name if t is not None else "setup"
+    names: list[str] = []
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_flags & CO_COROUTINE:
+            names.append(f.f_code.co_name)
+        f = f.f_back  # type: ignore[assignment]
+    if names:
+        return [name, *reversed(names)]
+    return [name, *coroutine_stack(t.coro)] if t is not None else [name]
 
 
 class Execution:
@@ -277,7 +297,21 @@ class Execution:
     def run(self, chooser: Chooser) -> ExecutionOutcome:
         """Start, then step until nothing is enabled, a violation, or the chooser gives up."""
         self.start()
+        # NOTE: while a chooser replays a known prefix it needs no enabled set, and
+        # computing one is a fifth of a step's cost.
+        forced = getattr(chooser, "forced", None)
+        threads = self.threads
         while self.violation is None:
+            if forced is not None:
+                label = forced(len(self.ev_thread))
+                if label >= 0:
+                    op = threads[label & THREAD_MASK].pending
+                    if op is None or (op.blocking and not op.enabled()):
+                        raise ModelError("the model is not deterministic: replaying step "
+                                         f"{len(self.ev_thread)} found thread "
+                                         f"{threads[label & THREAD_MASK].name} blocked")
+                    self.step(label)
+                    continue
             enabled = self.enabled()
             if not enabled:
                 stuck = [t.name for t in self.threads if not t.done and not t.daemon]
@@ -305,6 +339,8 @@ class Execution:
 
 def _short(value: Any) -> str:
     s = repr(value)
+    if " at 0x" in s:  # a default repr: its address differs from run to run
+        s = "<" + type(value).__name__ + ">"
     return s if len(s) <= 40 else s[:37] + "..."
 
 
@@ -314,7 +350,8 @@ def trace_signature(ex: Execution) -> tuple[frozenset[tuple[int, int, int]],
     """The Mazurkiewicz trace of an execution, as a canonical value.
 
     Events are named (thread, n-th step of that thread, choice); the trace is the
-    set of events and the set of ordered pairs of dependent events.  Two executions of a deterministic
+    set of events and the set of ordered pairs of dependent events.  Two executions of a
+    deterministic
     model are equivalent exactly when their signatures are equal.  Quadratic: for
     tests and benchmarks, not for the search.
     """
@@ -322,7 +359,7 @@ def trace_signature(ex: Execution) -> tuple[frozenset[tuple[int, int, int]],
 
     seq: dict[int, int] = {}
     ids: list[tuple[int, int, int]] = []
-    for t, lab in zip(ex.ev_thread, ex.ev_label):
+    for t, lab in zip(ex.ev_thread, ex.ev_label, strict=True):
         seq[t] = seq.get(t, 0) + 1
         ids.append((t, seq[t], lab >> CHOICE_SHIFT))
     fps, ths = ex.ev_fp, ex.ev_thread

@@ -88,7 +88,7 @@ class ModelError(Exception):
 class _Context:
     """Who is running now.  Set by the execution driving the coroutines."""
 
-    __slots__ = ("thread", "setup_locs", "execution")
+    __slots__ = ("execution", "setup_locs", "thread")
 
     def __init__(self) -> None:
         self.thread: Any = None
@@ -116,7 +116,8 @@ def new_loc() -> int:
         CTX.setup_locs += 1
         return CTX.setup_locs
     t.locs += 1
-    return ((t.idx + 1) << 24) | t.locs
+    n: int = t.locs
+    return ((t.idx + 1) << 24) | n
 
 
 class Op:
@@ -164,7 +165,7 @@ class Call(Op):
     trace is printed.
     """
 
-    __slots__ = ("fn", "args", "label")
+    __slots__ = ("args", "fn", "label")
 
     def __init__(self, fp: Footprint, label: str, fn: Callable[..., Any], *args: Any) -> None:
         Op.__init__(self, fp)
@@ -242,7 +243,7 @@ class Choose(Op):
 class Var:
     """A shared variable at one location (loom's ``Cell``)."""
 
-    __slots__ = ("loc", "value", "name", "_rfp", "_wfp")
+    __slots__ = ("_rfp", "_wfp", "loc", "name", "value")
 
     def __init__(self, value: Any, name: str = "var") -> None:
         self.loc = new_loc()

@@ -13,7 +13,12 @@ import re
 from collections.abc import Callable
 
 from .execution import (
-    CHOICE_SHIFT, THREAD_MASK, Execution, ExecutionOutcome, Model, catching_unawaited,
+    CHOICE_SHIFT,
+    THREAD_MASK,
+    Execution,
+    ExecutionOutcome,
+    Model,
+    catching_unawaited,
 )
 
 _TOKEN = re.compile(r"^(\d+)(?::(\d+))?(?:\*(\d+))?$")
@@ -55,7 +60,7 @@ def decode(text: str) -> list[int]:
 
 
 def context_switches(labels: list[int]) -> int:
-    return sum(1 for a, b in zip(labels, labels[1:]) if (a ^ b) & THREAD_MASK)
+    return sum(1 for a, b in zip(labels, labels[1:], strict=False) if (a ^ b) & THREAD_MASK)
 
 
 class Replay:
@@ -80,7 +85,8 @@ class Replay:
         op = ex.threads[t].pending
         assert op is not None
         if (lab >> CHOICE_SHIFT) >= (op.nchoices() if op.choice else 1):
-            self.error = f"step {d}: thread {ex.threads[t].name} has no choice {lab >> CHOICE_SHIFT}"
+            self.error = (f"step {d}: thread {ex.threads[t].name} has no choice "
+                          f"{lab >> CHOICE_SHIFT}")
             return -1
         return lab
 
@@ -110,7 +116,8 @@ class Guided:
 
 
 def run_schedule(make_model: Callable[[], Model], chooser: Replay | Guided, *,
-                 trace: bool = False, max_steps: int = 10_000) -> tuple[Execution, ExecutionOutcome]:
+                 trace: bool = False,
+                 max_steps: int = 10_000) -> tuple[Execution, ExecutionOutcome]:
     ex = Execution(make_model(), trace=trace, max_steps=max_steps)
     with catching_unawaited():
         out = ex.run(chooser)

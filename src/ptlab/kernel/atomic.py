@@ -11,7 +11,7 @@ from ..engine import ADD, READ, UPDATE, WRITE, Call, Op
 from .memory import Field, KObject
 
 
-class atomic_t(Field):  # noqa: N801 - kernel name
+class atomic_t(Field):
     def __init__(self, owner: KObject, name: str, value: int = 0) -> None:
         Field.__init__(self, owner, name, value)
 

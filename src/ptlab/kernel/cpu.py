@@ -21,14 +21,21 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import (
-    ACQUIRE, RELEASE, SIGNAL, Footprint, ModelViolation, Op, current_thread, new_loc,
+    ACQUIRE,
+    RELEASE,
+    SIGNAL,
+    Footprint,
+    ModelViolation,
+    Op,
+    current_thread,
+    new_loc,
 )
 
 
 class Resource:
     """A lock-like resource: a location and who holds it."""
 
-    __slots__ = ("loc", "holder", "name")
+    __slots__ = ("holder", "loc", "name")
 
     def __init__(self, name: str) -> None:
         self.loc = new_loc()
@@ -37,8 +44,16 @@ class Resource:
 
 
 class CPU:
-    __slots__ = ("idx", "kernel", "irq", "rcu", "preempt_count", "rcu_nesting",
-                 "irqs_disabled", "thread_name")
+    __slots__ = (
+        "idx",
+        "irq",
+        "irqs_disabled",
+        "kernel",
+        "preempt_count",
+        "rcu",
+        "rcu_nesting",
+        "thread_name",
+    )
 
     def __init__(self, kernel: Any, idx: int) -> None:
         self.idx = idx
@@ -69,7 +84,7 @@ def this_cpu() -> CPU:
 class _Transition(Op):
     """A change of this CPU's interrupt/preempt/RCU state that others can see."""
 
-    __slots__ = ("cpu", "label", "irq_to", "rcu_to", "result")
+    __slots__ = ("cpu", "irq_to", "label", "rcu_to", "result")
 
     def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
                  result: Any) -> None:
@@ -135,7 +150,7 @@ class _RcuExit(_Transition):
         self._base = fp + ((cpu.rcu.loc, RELEASE),)
         _Transition.__init__(self, cpu, label, self._base, irq_to, rcu_to, result)
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         rcu = self.cpu.kernel.rcu
         if rcu.qs_owed[self.cpu.idx]:

@@ -23,7 +23,8 @@ def _chain(stack: list[str]) -> str:
 class KObject:
     """An allocation: where it came from, whether it is still live."""
 
-    __slots__ = ("alive", "freed", "kind", "addr", "alloc_stack", "free_stack", "size", "__weakref__")
+    __slots__ = ("__weakref__", "addr", "alive", "alloc_stack", "free_stack", "freed", "kind",
+                 "size")
     _next_addr = 0
 
     def __init__(self, kind: str, size: int) -> None:
@@ -34,6 +35,9 @@ class KObject:
         self.addr = 0xFFFF_8880_0000_0000 + self.alive * 0x1000
         self.alloc_stack = current_stack()
         self.free_stack: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"{self.kind}@{self.addr:#x}"
 
     def kasan_report(self, what: str, access: str, size: int = 8) -> ModelViolation:
         """BUG: KASAN: use-after-free (``what`` names the bad access)."""
@@ -89,7 +93,7 @@ class KObject:
 class Field:
     """A field of a :class:`KObject`: an access also reads the object's liveness."""
 
-    __slots__ = ("loc", "value", "owner", "name", "_rfp", "_wfp")
+    __slots__ = ("_rfp", "_wfp", "loc", "name", "owner", "value")
 
     def __init__(self, owner: KObject, name: str, value: Any = None) -> None:
         self.loc = new_loc()

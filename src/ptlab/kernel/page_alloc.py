@@ -12,7 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import (
-    ADD, READ, UPDATE, WRITE, Call, Choose, Footprint, ModelViolation, Op, new_loc,
+    ADD,
+    READ,
+    UPDATE,
+    WRITE,
+    Call,
+    Choose,
+    Footprint,
+    ModelViolation,
+    Op,
+    new_loc,
 )
 from .atomic import atomic_t
 from .memory import Field, KObject
@@ -38,8 +47,17 @@ class Page(KObject):
     ``pt_frag_refcount`` is powerpc's fragment count.
     """
 
-    __slots__ = ("pfn", "flags", "_refcount", "pt_frag_refcount", "pt_rcu_head", "order",
-                 "memcg", "payload", "private")
+    __slots__ = (
+        "_refcount",
+        "flags",
+        "memcg",
+        "order",
+        "payload",
+        "pfn",
+        "private",
+        "pt_frag_refcount",
+        "pt_rcu_head",
+    )
 
     def __init__(self, pfn: int, order: int = 0, memcg: str | None = None) -> None:
         KObject.__init__(self, "page", 4096 << order)
@@ -167,17 +185,17 @@ def _test_flag(page: Page, bit: int) -> bool:
     return bool(page.flags.value & bit)
 
 
-def SetPageActive(page: Page) -> Op:  # noqa: N802 - kernel name
+def SetPageActive(page: Page) -> Op:
     """set_bit(PG_active): an atomic RMW whose result nobody reads (commutes)."""
     return Call(page.flags.fp(ADD), "SetPageActive(page)", _set_flag, page, PG_active)
 
 
-def TestClearPageActive(page: Page) -> Op:  # noqa: N802 - kernel name
+def TestClearPageActive(page: Page) -> Op:
     return Call(page.flags.fp(UPDATE), "TestClearPageActive(page)", _test_clear_flag, page,
                 PG_active)
 
 
-def PageActive(page: Page) -> Op:  # noqa: N802 - kernel name
+def PageActive(page: Page) -> Op:
     return Call(page.flags.fp(READ), "PageActive(page)", _test_flag, page, PG_active)
 
 

@@ -23,18 +23,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engine import (
-    ADD, AWAIT, CONSUME, PEEK, READ, SIGNAL, UPDATE, WRITE, Call, Footprint, ModelViolation, Op, WaitUntil,
-    current_stack, new_loc,
+    ADD,
+    AWAIT,
+    CONSUME,
+    PEEK,
+    READ,
+    SIGNAL,
+    UPDATE,
+    WRITE,
+    Call,
+    Footprint,
+    ModelViolation,
+    Op,
+    WaitUntil,
+    current_stack,
+    new_loc,
 )
 from .memory import KObject
 
 RcuCallback = Callable[["rcu_head"], Awaitable[None]]
 
 
-class rcu_head:  # noqa: N801 - kernel name
+class rcu_head:
     """``struct rcu_head`` inside ``owner`` (a page's ``pt_rcu_head``, a slab object)."""
 
-    __slots__ = ("loc", "owner", "name", "queued", "func", "queued_stack")
+    __slots__ = ("func", "loc", "name", "owner", "queued", "queued_stack")
 
     def __init__(self, owner: KObject, name: str = "rcu_head") -> None:
         self.loc = new_loc()
@@ -46,13 +59,16 @@ class rcu_head:  # noqa: N801 - kernel name
 
 
 class _Cb:
-    __slots__ = ("snap", "head", "func", "seq")
+    __slots__ = ("func", "head", "seq", "snap")
 
     def __init__(self, snap: int, head: rcu_head, func: RcuCallback, seq: int) -> None:
         self.snap = snap
         self.head = head
         self.func = func
         self.seq = seq
+
+    def __repr__(self) -> str:
+        return f"{getattr(self.func, '__name__', '?')}(&{self.head.name})"
 
 
 def rcu_seq_snap(s: int) -> int:
@@ -174,7 +190,7 @@ class _InvokeChoice(Op):
         self.rcu = rcu
         Op.__init__(self, ())
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         return self.rcu._ready_fp()
 
@@ -214,7 +230,7 @@ class _GpCleanup(Op):
         self.rcu = rcu
         Op.__init__(self, ())
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         rcu = self.rcu
         kind = SIGNAL if not rcu.ready else WRITE
@@ -236,7 +252,7 @@ class _CallRcu(Op):
     needs a grace period beyond those already requested: the grace-period kthread
     cannot start that grace period before it."""
 
-    __slots__ = ("rcu", "head", "func")
+    __slots__ = ("func", "head", "rcu")
 
     def __init__(self, rcu: RCU, head: rcu_head, func: RcuCallback) -> None:
         self.rcu = rcu
@@ -244,7 +260,7 @@ class _CallRcu(Op):
         self.func = func
         Op.__init__(self, ())
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         rcu, head = self.rcu, self.head
         snap = rcu_seq_snap(rcu.gp_seq)
@@ -271,7 +287,7 @@ def call_rcu(head: rcu_head, func: RcuCallback) -> Op:
 class _Completion:
     """``struct completion``: a flag and its location."""
 
-    __slots__ = ("loc", "done")
+    __slots__ = ("done", "loc")
 
     def __init__(self) -> None:
         self.loc = new_loc()

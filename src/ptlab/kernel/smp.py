@@ -14,15 +14,24 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import (
-    AWAIT, PROBE, SIGNAL, UPDATE, Call, Footprint, ModelViolation, Op, WaitUntil, new_loc,
+    AWAIT,
+    PROBE,
+    SIGNAL,
+    UPDATE,
+    Call,
+    Footprint,
+    ModelViolation,
+    Op,
+    WaitUntil,
+    new_loc,
 )
 from .cpu import CPU, this_cpu
 
 SmpFunc = Callable[[Any], None]
 
 
-class call_single_data:  # noqa: N801 - kernel name
-    __slots__ = ("loc", "func", "info", "done")
+class call_single_data:
+    __slots__ = ("done", "func", "info", "loc")
 
     def __init__(self, func: SmpFunc, info: Any) -> None:
         self.loc = new_loc()
@@ -48,7 +57,7 @@ class SMP:
 
 
 class _Deliver(Op):
-    __slots__ = ("smp", "cpu")
+    __slots__ = ("cpu", "smp")
     blocking = True
 
     def __init__(self, smp: SMP, cpu: CPU) -> None:
@@ -56,7 +65,7 @@ class _Deliver(Op):
         self.cpu = cpu
         Op.__init__(self, ())
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         q = self.smp.queues[self.cpu.idx]
         head: Footprint = ((self.smp.queue_loc[self.cpu.idx], UPDATE), (self.cpu.irq.loc, PROBE))
@@ -98,7 +107,7 @@ async def smp_call_function(func: SmpFunc, info: Any, wait: int) -> None:
     csds = [call_single_data(func, info) for _ in targets]
 
     def send() -> None:
-        for c, csd in zip(targets, csds):
+        for c, csd in zip(targets, csds, strict=True):
             smp.queues[c.idx].append(csd)
             if c.irq.holder is not None:
                 smp.ipis_delayed += 1

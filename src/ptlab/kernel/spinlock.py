@@ -11,14 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import (
-    ACQUIRE, PEEK, READ, RELEASE, SIGNAL, TRY, Footprint, ModelViolation, Op, new_loc,
+    ACQUIRE,
+    PEEK,
+    READ,
+    RELEASE,
+    SIGNAL,
+    TRY,
+    Footprint,
+    ModelViolation,
+    Op,
+    new_loc,
 )
 from .cpu import CPU, rcu_exit, this_cpu
 from .memory import KObject
 
 
-class spinlock_t:  # noqa: N801 - kernel name
-    __slots__ = ("loc", "holder", "name", "owner")
+class spinlock_t:
+    __slots__ = ("holder", "loc", "name", "owner")
 
     def __init__(self, name: str, owner: KObject | None = None) -> None:
         self.loc = new_loc()
@@ -28,7 +37,7 @@ class spinlock_t:  # noqa: N801 - kernel name
 
 
 class _LockOp(Op):
-    __slots__ = ("lock", "cpu", "rcu_edge", "label")
+    __slots__ = ("cpu", "label", "lock", "rcu_edge")
 
     def __init__(self, lock: spinlock_t, cpu: CPU, kind: int, rcu_kind: int, label: str) -> None:
         fp: list[tuple[int, int]] = [(lock.loc, kind)]
@@ -66,7 +75,7 @@ class _Lock(_LockOp):
 
 
 class _Unlock(_LockOp):
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         if self.rcu_edge == RELEASE:
             rcu = self.cpu.kernel.rcu
@@ -93,7 +102,7 @@ class _Unlock(_LockOp):
 class _TryLock(_LockOp):
     """The footprint depends on the outcome: TRY if the lock is free, else PEEK."""
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         kind = TRY if self.lock.holder is None else PEEK
         return ((self.lock.loc, kind), *self._fp[1:])

@@ -6,19 +6,18 @@ lock (``ptdesc->ptl``), so taking the lock of a freed table is caught too.
 
 from __future__ import annotations
 
-
 from ..engine import ADD, Call, Op
 from ..kernel import Field, KObject, Page, atomic_t, spinlock_t
 
 
-class mm_context_t:  # noqa: N801 - kernel name
+class mm_context_t:
     """powerpc ``mm->context``: the current PTE fragment cache (``pte_frag``)."""
 
     def __init__(self, mm: mm_struct) -> None:
         self.pte_frag = Field(mm.obj, "mm->context.pte_frag", None)
 
 
-class mm_struct:  # noqa: N801 - kernel name
+class mm_struct:
     def __init__(self) -> None:
         self.obj = KObject("mm_struct", 1024)
         self.page_table_lock = spinlock_t("mm->page_table_lock", self.obj)

@@ -20,15 +20,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..arch.powerpc.pgtable_frag import PteFragment, pte_frag_destroy, pte_fragment_alloc, \
-    pte_free_defer
-from ..arch.powerpc.pte_free_defer_designs import (
-    alloc_page64k, pte_free_defer_frag_refcount, pte_free_defer_naive,
-    pte_free_defer_pending_mask, pte_free_defer_pending_mask_as_written,
-    pte_free_defer_pending_mask_two_masks, pte_free_defer_rcu_head_per_table,
+from ..arch.powerpc.pgtable_frag import (
+    PteFragment,
+    pte_frag_destroy,
+    pte_fragment_alloc,
+    pte_free_defer,
 )
-from ..engine import Execution, Model, ModelViolation, UPDATE, Call
-from ..kernel import GFP_KERNEL, Kernel, Page, alloc_pages, rcu_barrier, spin_lock, spin_unlock
+from ..arch.powerpc.pte_free_defer_designs import (
+    alloc_page64k,
+    pte_free_defer_frag_refcount,
+    pte_free_defer_naive,
+    pte_free_defer_pending_mask,
+    pte_free_defer_pending_mask_as_written,
+    pte_free_defer_pending_mask_two_masks,
+    pte_free_defer_rcu_head_per_table,
+)
+from ..engine import UPDATE, Call, Execution, Model, ModelViolation
+from ..kernel import GFP_KERNEL, Kernel, alloc_pages, rcu_barrier, spin_lock, spin_unlock
 from ..kernel.memory import Field
 from ..mm.gup import gup_fast_pte_range
 from ..mm.pgtable_generic import pte_offset_map, pte_unmap, ptep_get
@@ -199,7 +207,7 @@ SCENARIO = Scenario(
         Variant("frag-refcount", "posted patch: PTE_FREE_DEFERRED in pt_frag_refcount, "
                 "re-defer once", OK, _doc(pte_free_defer_frag_refcount)),
         Variant("pending-mask-as-written", "side structure, fetch_or condition as sketched",
-                "double-call_rcu", _doc(pte_free_defer_pending_mask_as_written),
+                "leak", _doc(pte_free_defer_pending_mask_as_written),
                 (("fragments", 3),)),
         Variant("pending-mask", "side structure, queue only when nothing was pending",
                 "use-after-free", _doc(pte_free_defer_pending_mask)),

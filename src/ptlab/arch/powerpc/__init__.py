@@ -1,8 +1,13 @@
 """powerpc book3s64: PTE tables that are fragments of a 64K page."""
 
 from .pgtable_frag import (
-    PteFragment, pte_frag_destroy, pte_fragment_alloc, pte_fragment_free, pte_fragment_free_v65,
-    pte_free_defer, pte_free_now,
+    PteFragment,
+    pte_frag_destroy,
+    pte_fragment_alloc,
+    pte_fragment_free,
+    pte_fragment_free_v65,
+    pte_free_defer,
+    pte_free_now,
 )
 
 __all__ = [

@@ -11,9 +11,24 @@ from __future__ import annotations
 
 from ...engine import ModelViolation
 from ...kernel import (
-    GFP_KERNEL, Field, Page, SetPageActive, TestClearPageActive, __free_page, __GFP_ACCOUNT,
-    alloc_pages, atomic_dec_and_test, atomic_read, atomic_set, atomic_sub_and_test, call_rcu,
-    pgtable_pte_page_ctor, pgtable_pte_page_dtor, rcu_head, spin_lock, spin_unlock,
+    __GFP_ACCOUNT,
+    GFP_KERNEL,
+    Field,
+    Page,
+    SetPageActive,
+    TestClearPageActive,
+    __free_page,
+    alloc_pages,
+    atomic_dec_and_test,
+    atomic_read,
+    atomic_set,
+    atomic_sub_and_test,
+    call_rcu,
+    pgtable_pte_page_ctor,
+    pgtable_pte_page_dtor,
+    rcu_head,
+    spin_lock,
+    spin_unlock,
 )
 from ...mm.types import mm_struct
 
@@ -23,7 +38,7 @@ PGALLOC_GFP = GFP_KERNEL
 class PteFragment:
     """One PTE table: fragment ``index`` of ``page`` (a ``pgtable_t``)."""
 
-    __slots__ = ("page", "index", "entries")
+    __slots__ = ("entries", "index", "page")
 
     def __init__(self, page: Page, index: int) -> None:
         self.page = page

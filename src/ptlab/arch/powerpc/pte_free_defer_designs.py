@@ -8,9 +8,27 @@ Each takes ``(mm, pgtable)`` like ``pte_free_defer()``.
 from __future__ import annotations
 
 from ...kernel import (
-    GFP_KERNEL, GFP_NOWAIT, Field, KObject, Page, __free_page, __GFP_NOWARN, atomic_add_return,
-    atomic_dec, atomic_fetch_or, atomic_sub_return, atomic_t, atomic_xchg, call_rcu, kfree,
-    kmalloc, pgtable_pte_page_dtor, rcu_head, spin_lock, spin_unlock, spinlock_t,
+    __GFP_NOWARN,
+    GFP_KERNEL,
+    GFP_NOWAIT,
+    Field,
+    KObject,
+    Page,
+    __free_page,
+    atomic_add_return,
+    atomic_dec,
+    atomic_fetch_or,
+    atomic_sub_return,
+    atomic_t,
+    atomic_xchg,
+    call_rcu,
+    kfree,
+    kmalloc,
+    pgtable_pte_page_dtor,
+    rcu_head,
+    spin_lock,
+    spin_unlock,
+    spinlock_t,
 )
 from ...mm.mmu_gather import tlb_remove_table_sync_one
 from ...mm.types import mm_struct
@@ -74,8 +92,16 @@ class Page64k(KObject):
     """``struct 64k_page { u8 free_pages; u8 pending_rcu_free_pages; struct rcu_head head; }``,
     allocated beside each fragmented page and found through ``page->private``."""
 
-    __slots__ = ("page", "nr", "free_pages", "pending_rcu_free_pages", "head", "lock", "cur",
-                 "next")
+    __slots__ = (
+        "cur",
+        "free_pages",
+        "head",
+        "lock",
+        "next",
+        "nr",
+        "page",
+        "pending_rcu_free_pages",
+    )
 
     def __init__(self, page: Page, nr: int) -> None:
         KObject.__init__(self, "struct 64k_page", 24)
@@ -123,10 +149,11 @@ async def pte_free_defer_pending_mask_as_written(mm: mm_struct, pgtable: PteFrag
 
     The condition is inverted: the head is queued only when a free was *already*
     pending.  With two fragments that happens to work: the first free queues nothing,
-    the second queues the head and the callback frees both.  With three or more, a
-    third free arriving before the callback runs queues the head a second time
-    (double call_rcu), and one arriving after it queues nothing and the page is never
-    freed (leak).  A single deferred fragment is never freed either.
+    the second queues the head and the callback frees both.  With three (the
+    variant's setting) a third free arriving after the callback ran queues nothing,
+    and the page is never freed: the checker reports this leak first.  A third free
+    arriving before the callback runs queues the head a second time (double
+    call_rcu) instead; a single deferred fragment is never freed either.
     """
     side = pgtable.page.private
     assert isinstance(side, Page64k)

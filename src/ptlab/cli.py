@@ -1,0 +1,224 @@
+"""The ``ptlab`` command: list, check, replay.  Only wiring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .check import (
+    STRATEGIES,
+    CheckOutcome,
+    CheckSpec,
+    InputError,
+    replay_trace,
+    run_check,
+    scenario,
+    trace_file,
+    write_atomic,
+)
+from .engine import ModelError, context_switches, encode
+from .report import render_steps_long, render_table, render_trace
+from .scenarios import SCENARIOS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, exit 2 (argparse prints the usage too, which buries the error).
+        sys.stderr.write(f"ptlab: error: {message} (see 'ptlab {self.prog.split()[-1]} --help')\n"
+                         if " " in self.prog else f"ptlab: error: {message}\n")
+        sys.exit(2)
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"bad --set {item!r}: expected NAME=VALUE")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise InputError(f"bad --set {item!r}: {value!r} is not an integer") from None
+    return out
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for sc in SCENARIOS.values():
+        print(f"{sc.name}: {sc.title}")
+        print(f"  source: {sc.source}")
+        print("  parameters (--set NAME=VALUE):")
+        for p in sc.params:
+            print(f"    {p.name}={p.default}  [{p.minimum}..{p.maximum}]  {p.help}")
+        print("  variants (expected verdict):")
+        w = max(len(v.name) for v in sc.variants)
+        for v in sc.variants:
+            extra = " (with " + ", ".join(f"{k}={x}" for k, x in v.params) + ")" if v.params \
+                else ""
+            print(f"    {v.name.ljust(w)}  {v.expect.ljust(16)}  {v.summary}{extra}")
+        print()
+    return 0
+
+
+def _coverage(out: CheckOutcome) -> str:
+    r = out.result
+    bits = [f"{r.stats.executions} executions"]
+    if r.strategy == "dpor":
+        bits.append("exhaustive" if r.exhaustive else "NOT exhaustive")
+        bits.append(f"{r.stats.sleep_blocked} sleep-set blocked")
+    else:
+        bits.append(f"{r.strategy} sampling, seed {out.spec.seed}: not exhaustive")
+    if r.bound_hit:
+        bits.append(f"bound hit: {r.bound_hit}")
+    return ", ".join(bits)
+
+
+def _print_outcome(out: CheckOutcome, long: bool) -> None:
+    params = " ".join(f"{k}={v}" for k, v in out.params.items())
+    print(f"== {out.spec.scenario} / {out.spec.variant}  ({params})")
+    print(f"strategy: {out.spec.strategy}; covered: {_coverage(out)}")
+    if out.violation is None:
+        what = "no violation" + ("" if out.result.exhaustive else " found (search was bounded)")
+        print(f"verdict: ok — {what}; expected: {out.expected}")
+        if out.result.reached:
+            print("sometimes: " + "; ".join(sorted(out.result.reached)))
+        return
+    v = out.violation
+    assert out.schedule is not None and out.trace is not None
+    print(f"verdict: violation {v.kind} — {v.message}; expected: {out.expected}")
+    print(f"schedule ({len(out.schedule)} steps, {context_switches(out.schedule)} context "
+          f"switches): {encode(out.schedule)}")
+    print()
+    print(render_trace(out.trace, v.step))
+    if long:
+        print()
+        print(render_steps_long(out.trace))
+    print()
+    print(v.report)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    overrides = _parse_set(args.set or [])
+    if args.all:
+        return _check_all(args, overrides)
+    if not args.scenario:
+        raise InputError("name a scenario, or use --all (see 'ptlab list')")
+    sc = scenario(args.scenario)
+    variants = [args.variant] if args.variant else [v.name for v in sc.variants]
+    outs = []
+    for var in variants:
+        spec = CheckSpec(sc.name, var, overrides, args.strategy, args.executions, args.seed,
+                         args.preemptions, args.depth)
+        outs.append(run_check(spec))
+    if args.trace_out:
+        bad = [o for o in outs if o.violation is not None]
+        if len(bad) > 1:
+            raise InputError("--trace-out saves one trace: name a --variant")
+        if bad:
+            write_atomic(args.trace_out, trace_file(bad[0]))
+    if args.json:
+        docs = [o.to_json() for o in outs]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, sort_keys=True))
+    else:
+        for i, o in enumerate(outs):
+            if i:
+                print()
+            _print_outcome(o, args.long)
+    return 1 if any(o.violation is not None for o in outs) else 0
+
+
+def _check_all(args: argparse.Namespace, overrides: dict[str, int]) -> int:
+    if args.scenario or args.variant:
+        raise InputError("--all checks every scenario and variant; drop the names")
+    rows = []
+    docs = []
+    ok = True
+    for sc in SCENARIOS.values():
+        for v in sc.variants:
+            spec = CheckSpec(sc.name, v.name, {}, args.strategy, args.executions, args.seed,
+                             args.preemptions, args.depth)
+            out = run_check(spec)
+            ok &= out.matches
+            docs.append(out.to_json())
+            r = out.result
+            rows.append([sc.name, v.name, v.expect, out.found, str(r.stats.executions),
+                         "yes" if r.exhaustive else "no", "ok" if out.matches else "MISMATCH"])
+    if args.json:
+        print(json.dumps(docs, indent=2, sort_keys=True))
+    else:
+        print(render_table(["scenario", "variant", "expected", "found", "executions",
+                            "exhaustive", "result"], rows))
+        print()
+        n = len(rows)
+        bad = sum(1 for r in rows if r[-1] != "ok")
+        print(f"{n - bad} of {n} variants match their expected verdict")
+    return 0 if ok else 1
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    out = replay_trace(args.file)
+    doc = out.doc
+    print(f"== replay {doc['scenario']} / {doc['variant']}: {doc['schedule']}")
+    v = out.violation
+    print(render_trace(out.trace, v.step if v else None))
+    print()
+    if v is None:
+        print("no violation on replay (the saved trace recorded "
+              f"{(doc.get('violation') or {}).get('kind', 'none')})")
+        return 0
+    print(v.report)
+    print()
+    print(f"verdict: violation {v.kind} at step {v.step} — "
+          + ("same as recorded" if out.same else "DIFFERENT from the recorded one"))
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ptlab", description="Model and check the Linux page-table lifecycle.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="scenarios, parameters, variants and expected verdicts")
+    c = sub.add_parser("check", help="check a scenario's variants")
+    c.add_argument("scenario", nargs="?")
+    c.add_argument("--variant")
+    c.add_argument("--all", action="store_true", help="every scenario and variant against "
+                   "its expected verdict")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
+    c.add_argument("--strategy", default="dpor", choices=STRATEGIES)
+    c.add_argument("--executions", type=int, help="execution budget")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--preemptions", type=int, help="preemption bound (dpor)")
+    c.add_argument("--depth", type=int, default=3, help="PCT bug depth")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--long", action="store_true", help="also list every step with its call chain")
+    c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")
+    r = sub.add_parser("replay", help="re-run a saved trace")
+    r.add_argument("file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "list":
+            return _cmd_list(args)
+        if args.cmd == "check":
+            if args.executions is not None and args.executions < 1:
+                raise InputError("--executions must be at least 1")
+            if args.preemptions is not None and args.preemptions < 0:
+                raise InputError("--preemptions must be at least 0")
+            return _cmd_check(args)
+        return _cmd_replay(args)
+    except InputError as e:
+        sys.stderr.write(f"ptlab: error: {e}\n")
+        return 2
+    except ModelError as e:
+        sys.stderr.write(f"ptlab: model error: {e}\n")
+        return 3
+    except BrokenPipeError:  # pragma: no cover - `ptlab ... | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
