@@ -273,7 +273,7 @@ class TryLock(Op):
         self.lazy = lazy
         Op.__init__(self, ())  # the fp setter below ignores this
 
-    @property  # type: ignore[override]
+    @property
     def fp(self) -> Footprint:
         held = self.lazy and self.lock.holder is not None
         return ((self.lock.loc, PEEK if held else TRY),)
@@ -363,7 +363,8 @@ class ProgModel:
         v = self.vars[var]
 
         def fn(k: int) -> int:
-            return 10 * v.value + k
+            value: int = v.value
+            return 10 * value + k
 
         return Choose(((v.loc, READ),), "choose", _two, fn)
 
@@ -454,8 +455,8 @@ class _Forced:
         if d < len(self.prefix):
             label = self.prefix[d]
             assert label & THREAD_MASK in enabled, "brute force: model not deterministic"
-            return label
-        labels = []
+            return int(label)
+        labels: list[int] = []
         for t in enabled:
             op = ex.threads[t].pending
             assert op is not None

@@ -116,8 +116,9 @@ def new_loc() -> int:
         CTX.setup_locs += 1
         return CTX.setup_locs
     t.locs += 1
+    idx: int = t.idx
     n: int = t.locs
-    return ((t.idx + 1) << 24) | n
+    return ((idx + 1) << 24) | n
 
 
 class Op:

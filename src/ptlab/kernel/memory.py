@@ -62,6 +62,15 @@ class KObject:
         return ModelViolation("use-after-free", f"{what}: {self.kind} at {self.addr:#x} "
                               f"used by {stack[0]} after it was freed", report)
 
+    def kmemleak_report(self) -> str:
+        """kmemleak: an object nobody freed, with where it was allocated."""
+        return "\n".join([
+            f"unreferenced object {self.addr:#x} (size {self.size}):",
+            f"  comm \"{self.alloc_stack[0]}\"",
+            "  backtrace:",
+            *(f"    {fn}" for fn in reversed(self.alloc_stack[1:])),
+        ])
+
     def check(self, what: str, access: str = "Read") -> None:
         if self.freed:
             raise self.kasan_report(what, access)

@@ -161,12 +161,11 @@ class PteFreeDeferModel:
 
         ex.run_sync(teardown(), k.cpus[0])
         leaked = [p for p in k.alloc.pages if not p.freed and p is not self.pmd_page]
+        leaked += [o for o in k.alloc.objects if not o.freed]  # type: ignore[misc]
         if leaked:
-            raise ModelViolation("leak", f"{len(leaked)} page-table page(s) never freed: "
-                                 + ", ".join(f"pfn {p.pfn:#x}" for p in leaked))
-        objs = [o for o in k.alloc.objects if not o.freed]
-        if objs:
-            raise ModelViolation("leak", "never freed: " + ", ".join(o.kind for o in objs))
+            raise ModelViolation("leak", f"{len(leaked)} object(s) never freed: "
+                                 + ", ".join(f"{o.kind} at {o.addr:#x}" for o in leaked),
+                                 "\n".join(o.kmemleak_report() for o in leaked))
         if self.design.uses_frag_refcount:
             for p in k.alloc.pages:
                 if p is not self.pmd_page and p.pt_frag_refcount.value != 0:
