@@ -6,8 +6,16 @@ from collections.abc import Awaitable, Callable
 
 from ptlab.engine import DPOR, Execution, Result
 from ptlab.kernel import (
-    KObject, Kernel, call_rcu, kfree, local_irq_restore, local_irq_save, rcu_head,
-    rcu_read_lock, rcu_read_unlock, synchronize_rcu,
+    Kernel,
+    KObject,
+    call_rcu,
+    kfree,
+    local_irq_restore,
+    local_irq_save,
+    rcu_head,
+    rcu_read_lock,
+    rcu_read_unlock,
+    synchronize_rcu,
 )
 from ptlab.kernel.memory import Field
 from ptlab.mm.mmu_gather import tlb_remove_table_sync_one
