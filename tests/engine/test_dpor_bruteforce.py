@@ -510,7 +510,7 @@ def run_dpor(make_model: Callable[[], ProgModel], *, stop_on_violation: bool = F
 
 # -- program generation -----------------------------------------------------------------
 
-MAX_SCHEDULES = 30000
+MAX_SCHEDULES = 10000
 FEATURES = frozenset({"wait", "choose", "lock", "trylock"})
 
 _REG = st.integers(0, NREGS - 1)

@@ -335,8 +335,10 @@ class DPOR:
                         if not (c >> i) & 1:
                             races.append((i, j))
                         c |= hb[i]
-                    else:
+                    elif rel == 2:
                         extra |= hb[i]
+                    else:
+                        c |= hb[i]
                 if ki in _COVERS:
                     break
         return c, extra

@@ -171,6 +171,11 @@ class Execution:
         self.ev_label: list[int] = []
         self.ev_nchoices: list[int] = []
         self.ev_blocking: list[bool] = []
+        self._app_thread = self.ev_thread.append
+        self._app_fp = self.ev_fp.append
+        self._app_label = self.ev_label.append
+        self._app_nchoices = self.ev_nchoices.append
+        self._app_blocking = self.ev_blocking.append
         self.steps: list[TraceStep] = []
         self.violation: Violation | None = None
         self.aborted = False
@@ -213,10 +218,10 @@ class Execution:
 
     # -- engine -------------------------------------------------------------
     def _resume(self, t: Thread, value: Any) -> None:
-        coro = t.coro
+        send = t.coro.send
         while True:
             try:
-                op = coro.send(value)
+                op = send(value)
             except StopIteration:
                 t.done = True
                 t.pending = None
@@ -264,13 +269,15 @@ class Execution:
         op = t.pending
         assert op is not None
         t.pending = None
-        self.ev_thread.append(tidx)
-        self.ev_fp.append(op.fp)
-        self.ev_label.append(label)
+        # NOTE: bound appends (set up in __init__) save an attribute lookup per list.
+        self._app_thread(tidx)
+        self._app_fp(op.fp)
+        self._app_label(label)
         n = op.nchoices() if op.choice else 1
-        self.ev_nchoices.append(n)
-        self.ev_blocking.append(op.blocking)
-        if self.trace:
+        self._app_nchoices(n)
+        self._app_blocking(op.blocking)
+        trace = self.trace
+        if trace:
             self.steps.append(TraceStep(len(self.steps), t.name, t.lane,
                                         coroutine_stack(t.coro), op.describe(),
                                         choice, n))
@@ -281,7 +288,7 @@ class Execution:
                 raise ModelViolation("livelock", f"{t.name} ran more than {self.max_steps} steps "
                                      "in one execution")
             value = op.run(choice)
-            if self.trace:
+            if trace:
                 self.steps[-1].result = "" if value is None else _short(value)
             self.last = tidx
             self._resume(t, value)

@@ -41,12 +41,14 @@ KIND_NAMES = ("read", "write", "update", "add", "acquire", "release", "peek", "p
 # CONFLICT[earlier][later]: 0 = independent, 1 = dependent and reversible (a race
 # the explorer may reorder), 2 = dependent but only an ordering edge: a release
 # followed by an acquire cannot be swapped (the acquire would block), so the race
-# that matters is the one between the two acquires.
-_R, _S = 1, 2
+# that matters is the one between the two acquires; 3 = the later op needs the
+# earlier one (a handshake, below): an ordering edge that also carries everything
+# before the earlier op, since the later op can never run without it.
+_R, _S, _N = 1, 2, 3
 CONFLICT: tuple[tuple[int, ...], ...] = (
     # later:  R   W   U   A  ACQ REL PEEK PROBE TRY SIG AWAIT CONS   earlier:
     (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R),  # READ
-    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _S, _R, _R),  # WRITE
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _N, _R, _R),  # WRITE
     (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R),  # UPDATE
     (_R, _R, _R, 0, 0, 0, 0, 0, 0, _R, _R, _R),  # ADD
     (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0),  # ACQUIRE
@@ -54,7 +56,7 @@ CONFLICT: tuple[tuple[int, ...], ...] = (
     (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0),  # PEEK
     (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0),  # PROBE
     (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0),  # TRY
-    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _S, _S),  # SIGNAL
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _N, _N),  # SIGNAL
     (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R),  # AWAIT
     (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R),  # CONSUME
 )
