@@ -6,7 +6,7 @@ import ptlab.engine
 import ptlab.kernel
 
 ENGINE = {
-    "ACQUIRE", "ADD", "AWAIT", "CONSUME", "DPOR", "PCT", "PEEK", "PROBE", "READ", "RELEASE",
+    "ACQUIRE", "ADD", "AWAIT", "CONSUME", "DPOR", "HELD", "PCT", "PEEK", "PROBE", "READ", "RELEASE",
     "SIGNAL", "TRY", "UPDATE", "WRITE", "Call", "Choose", "Execution", "ExecutionOutcome",
     "Footprint", "Guided", "Model", "ModelError", "ModelViolation", "Op", "RandomWalk",
     "Replay", "Result", "ScheduleError", "Stats", "Thread", "TraceStep", "Var", "Violation",

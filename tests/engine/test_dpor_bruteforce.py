@@ -21,7 +21,7 @@ find exactly the brute-force outcomes and exactly the brute-force traces, and on
 programs without blocking ops, locks or choices it must run each trace once.
 ``test_zz_report`` prints DPOR executions against distinct traces per feature set.
 
-Known engine bugs are pinned by the ``xfail(strict=True)`` tests near the end.
+Engine bugs found this way are kept as regression tests near the end.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ptlab.engine import (
     ACQUIRE,
     ADD,
     DPOR,
-    PEEK,
+    HELD,
     READ,
     RELEASE,
     TRY,
@@ -257,11 +257,13 @@ class Release(Op):
 class TryLock(Op):
     """Non-blocking trylock.
 
-    With ``lazy`` its footprint depends on the lock state when it runs: TRY if it
-    will succeed, PEEK if it will fail (so two failed trylocks commute).  ``fp`` is a
-    property, so the engine reads it at the moment it schedules or records the step;
-    both footprints conflict with every step that changes the lock state, as ops.py
-    asks.  Without ``lazy`` the footprint is always TRY.
+    Its footprint depends on the lock state when it runs: TRY if it will succeed,
+    HELD if it will fail (so two failed trylocks commute), as ops.py asks of a
+    trylock.  ``fp`` is a property, so the engine reads it at the moment it schedules
+    or records the step; both footprints conflict with every step that changes the
+    lock state.  (A footprint of TRY for a failed trylock is not a safe
+    over-approximation: TRY orders a later acquire after it and hides the race with
+    the holder.)  ``lazy`` is kept only to name the two generated feature sets.
     """
 
     __slots__ = ("lazy", "lock", "tid")
@@ -275,8 +277,8 @@ class TryLock(Op):
 
     @property
     def fp(self) -> Footprint:
-        held = self.lazy and self.lock.holder is not None
-        return ((self.lock.loc, PEEK if held else TRY),)
+        held = self.lock.holder is not None
+        return ((self.lock.loc, HELD if held else TRY),)
 
     @fp.setter
     def fp(self, value: Footprint) -> None:
@@ -677,8 +679,6 @@ BUG_C = Program(1, 1, ((TryLocked(0, 0, ()),),) * 3, None, lazy_trylock=True)
 BUG_D = Program(1, 0, ((Read(X, 0),), (Write(X, 1),), (Pick(0),)))
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug D: choice alternatives dropped by the "
-                   "sleep set")
 @settings(_NO_SHRINK, max_examples=300)
 @example(BUG_D)
 @given(programs(frozenset({"choose", "lock", "trylock"})))
@@ -686,7 +686,6 @@ def test_dpor_matches_brute_force_with_choices(prog: Program) -> None:
     check_program(prog)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug B: a wait enabled by an overwritten write")
 @settings(_NO_SHRINK, max_examples=300)
 @example(BUG_B)
 @given(programs(frozenset({"wait", "lock", "trylock"})))
@@ -694,8 +693,6 @@ def test_dpor_matches_brute_force_with_waits(prog: Program) -> None:
     check_program(prog)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug C: trylock footprint TRY or PEEK by lock "
-                   "state")
 @settings(_NO_SHRINK, max_examples=300)
 @example(BUG_C)
 @given(programs(frozenset({"lock", "trylock"}), lazy_trylock=True))
@@ -740,8 +737,6 @@ def test_trylock_after_release_can_fail() -> None:
         check_program(prog)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug B: DPOR reverses a blocked wait only with "
-                   "the last write before it; the earlier write that enables it is never tried")
 def test_bug_wait_enabled_by_an_overwritten_write() -> None:
     """t0: x = 1; x = 0; x = 2 | t1: r0 = wait(x != 0).
     Expected: r0 in {1, 2}.  DPOR finds only r0 == 2: the race of the wait with
@@ -752,8 +747,6 @@ def test_bug_wait_enabled_by_an_overwritten_write() -> None:
     assert {o[2][1][0] for o in found} == {1, 2}
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug C: a trylock with a state-dependent "
-                   "footprint (TRY when it succeeds, PEEK when it fails) loses executions")
 def test_bug_three_trylocks_with_state_dependent_footprint() -> None:
     """t0, t1, t2: each ``r0 = trylock(L); if r0: unlock(L)``, footprint TRY if it
     succeeds, PEEK if it fails.  Expected 7 outcomes (any nonempty set of threads may
@@ -765,8 +758,6 @@ def test_bug_three_trylocks_with_state_dependent_footprint() -> None:
     assert found == brute
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug D: a choice alternative is checked against "
-                   "the sleep set as the one-event sequence [choice:k], without its context")
 def test_bug_choice_alternative_dropped_by_sleep_set() -> None:
     """t0: r0 = x | t1: x = 1 | t2: r0 = choose(0, 1) (footprint-free).
     Expected 4 outcomes: t0 reads 0 or 1, t2 picks 0 or 1, independently.  DPOR

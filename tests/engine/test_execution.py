@@ -35,7 +35,7 @@ from ptlab.engine import (
 from ptlab.engine.execution import CHOICE_SHIFT, THREAD_MASK, catching_unawaited
 from ptlab.engine.schedule import run_schedule
 
-Thread = Callable[["Shared"], Coroutine[Any, Any, None]]
+ThreadFn = Callable[["Shared"], Coroutine[Any, Any, None]]
 
 
 class Shared:
@@ -63,7 +63,7 @@ class Shared:
 class FnModel:
     """A model made of thread functions over one :class:`Shared`."""
 
-    def __init__(self, *threads: Thread, check: Callable[[Shared], None] | None = None) -> None:
+    def __init__(self, *threads: ThreadFn, check: Callable[[Shared], None] | None = None) -> None:
         self.threads = threads
         self.check = check
         self.s: Shared | None = None
@@ -85,7 +85,7 @@ class FnModel:
         return tuple(v.value for v in self.s.x), tuple(self.s.holder)
 
 
-def explore(*threads: Thread, **kw: Any) -> Any:
+def explore(*threads: ThreadFn, **kw: Any) -> Any:
     return DPOR(lambda: FnModel(*threads), **kw).run()
 
 
@@ -136,8 +136,6 @@ def test_unawaited_async_helper_is_a_model_error() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:coroutine '_helper' was never awaited:RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="engine: an unawaited coroutine as a thread's last "
-                   "statement is noticed only when some thread next yields an op, if ever")
 def test_unawaited_async_helper_at_the_end_of_a_thread_is_a_model_error() -> None:
     async def t0(s: Shared) -> None:
         await s.x[1].load()
@@ -148,8 +146,6 @@ def test_unawaited_async_helper_at_the_end_of_a_thread_is_a_model_error() -> Non
 
 
 @pytest.mark.filterwarnings("ignore:coroutine '_helper' was never awaited:RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="engine: an unawaited coroutine at the end of one "
-                   "thread is blamed on whichever thread yields next")
 def test_unawaited_async_helper_is_blamed_on_its_thread() -> None:
     async def t0(s: Shared) -> None:
         await s.x[1].load()
@@ -238,14 +234,12 @@ def test_violation_found_with_stop_on_violation_false() -> None:
 
     seen: list[str | None] = []
     dpor = DPOR(lambda: FnModel(t0, t1, check=check), stop_on_violation=False)
-    dpor.on_execution = lambda ex: seen.append(ex.violation and ex.violation.kind)
+    dpor.on_execution = lambda ex: seen.append(ex.violation.kind if ex.violation else None)
     res = dpor.run()
     assert res.stats.executions == 2
     assert sorted(seen, key=str) == [None, "one"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine: with stop_on_violation=False the Result says "
-                   "verdict 'ok' and no violation, even when executions violated")
 def test_result_reports_violation_with_stop_on_violation_false() -> None:
     async def t0(s: Shared) -> None:
         await s.x[0].store(1)

@@ -22,9 +22,11 @@ from collections.abc import Callable
 from .execution import CHOICE_SHIFT, THREAD_MASK, Execution, Model, catching_unawaited
 from .ops import (
     ACQUIRE,
+    AWAIT,
     CONFLICT,
     CONSUME,
     DEPENDENT,
+    READ,
     TRY,
     UPDATE,
     WRITE,
@@ -173,6 +175,7 @@ class DPOR:
         self._hb: list[int] = []
         self._hist: dict[int, list[int]] = {}
         self._undo: list[tuple[int, ...]] = []
+        self._ev_races: list[tuple[int, ...]] = []
         self.on_execution: Callable[[Execution], None] | None = None
 
     # -- choosing ------------------------------------------------------------
@@ -261,10 +264,11 @@ class DPOR:
 
     # -- race analysis ---------------------------------------------------------
     def _analyse(self, ex: Execution, first_new: int) -> None:
-        hb, hist, undo = self._hb, self._hist, self._undo
+        hb, hist, undo, ev_races = self._hb, self._hist, self._undo, self._ev_races
         # Forget the part of the previous execution this one did not share.
         while len(hb) > first_new:
             hb.pop()
+            ev_races.pop()
             for loc in undo.pop():
                 hist[loc].pop()
         ev_thread, ev_fp, ev_label = ex.ev_thread, ex.ev_fp, ex.ev_label
@@ -274,10 +278,13 @@ class DPOR:
         # Rebuild the per-thread clocks of the shared prefix (cheap: one pass).
         for j in range(min(first_new, n)):
             thr_hb[ev_thread[j]] = hb[j]
-        races: list[tuple[int, int]] = []
+        ev_op = ex.ev_op
         for j in range(first_new, n):
             tj = ev_thread[j]
-            hbj, extra = self._races(j, tj, ev_fp[j], thr_hb[tj], races)
+            races: list[tuple[int, int]] = []
+            hbj, extra = self._races(j, tj, ev_fp[j], thr_hb[tj], races,
+                                     ev_op[j].blocking and _waits(ev_fp[j]))
+            ev_races.append(tuple(i for i, _ in races))
             hbj |= extra | (1 << j)
             hb.append(hbj)
             thr_hb[tj] = hbj
@@ -289,32 +296,49 @@ class DPOR:
                 lst.append(j << 4 | kind)
                 locs.append(loc)
             undo.append(tuple(locs))
-        blocking = ex.ev_blocking
-        for i, j in races:
-            self._reverse(ex, i, j, ev_label[j], ev_thread[j], ev_fp[j], blocking[j])
+        # Every race of the execution is reversed, the shared prefix's too: the
+        # sequence that reverses it (notdep) runs to the end of this execution, so it
+        # differs from the one built for the previous execution.  Finding the races
+        # of the prefix again is not needed; they are kept per event.
+        for j in range(n):
+            if ev_races[j]:
+                op = ev_op[j]
+                fpb = op.fp_bound
+                for i in ev_races[j]:
+                    # The racing step moves before i, where its footprint may differ.
+                    self._reverse(ex, i, j, ev_label[j], ev_thread[j], fpb, op.blocking)
         # A thread blocked at the end may be enabled in a reordering: race its
         # pending op as if it ran last.
         for t in ex.threads:
-            op = t.pending
-            if op is None or ex.aborted:
+            pend = t.pending
+            if pend is None or ex.aborted:
                 continue
             pr: list[tuple[int, int]] = []
-            self._races(n, t.idx, op.fp, thr_hb[t.idx], pr)
+            self._races(n, t.idx, pend.fp, thr_hb[t.idx], pr, _waits(pend.fp))
             for i, _ in pr:
-                if i >= 0:
-                    self._reverse(ex, i, n, t.idx, t.idx, op.fp, True)
-        # Alternatives of choice steps.
-        for j in range(first_new, n):
+                self._reverse(ex, i, n, t.idx, t.idx, pend.fp_bound, True)
+        # Alternatives of choice steps: the choice races with itself, so, as for any
+        # race, the alternative follows everything that does not depend on the choice
+        # (checked against the sleep set in that context, not alone).
+        for j in range(n):
             nc = ex.ev_nchoices[j]
             if nc > 1:
                 tj = ev_thread[j]
+                bit = 1 << j
+                rest = [(ev_label[k], ev_thread[k], ev_fp[k]) for k in range(j + 1, n)
+                        if not hb[k] & bit]
                 for k in range(nc):
                     lab = tj | (k << CHOICE_SHIFT)
                     if lab != ev_label[j]:
-                        self._try_insert(j, [(lab, tj, ev_fp[j])], blocking[j])
+                        self._try_insert(j, [*rest, (lab, tj, ev_fp[j])], ev_op[j].blocking)
 
     def _races(self, j: int, tj: int, fp: Footprint, base: int,
-               races: list[tuple[int, int]]) -> tuple[int, int]:
+               races: list[tuple[int, int]], waits: bool = False) -> tuple[int, int]:
+        """Direct races of event j, and its happens-before.
+
+        A blocking wait also races with every earlier write its thread does not
+        already depend on: the state that enabled it may lie further back than the
+        last write (x = 1; x = 0; x = 2 against wait(x != 0))."""
         hb, hist, ev_thread = self._hb, self._hist, self._ev_thread
         c = base
         extra = 0
@@ -332,14 +356,14 @@ class DPOR:
                     continue
                 if ev_thread[i] != tj:
                     if rel == 1:
-                        if not (c >> i) & 1:
+                        if not (c >> i) & 1 or (waits and not (base >> i) & 1):
                             races.append((i, j))
                         c |= hb[i]
                     elif rel == 2:
                         extra |= hb[i]
                     else:
                         c |= hb[i]
-                if ki in _COVERS:
+                if ki in _COVERS and not waits:
                     break
         return c, extra
 
@@ -414,10 +438,13 @@ class DPOR:
                 stats.executions += 1
             if self.on_execution is not None:
                 self.on_execution(ex)
-            if out.violation is not None and self.stop_on_violation:
-                violation = out.violation
-                schedule = list(ex.ev_label)
-                break
+            if out.violation is not None:
+                stats.violations += 1
+                if violation is None:
+                    violation = out.violation
+                    schedule = list(ex.ev_label)
+                if self.stop_on_violation:
+                    break
             self._analyse(ex, first_new)
             if not self._backtrack():
                 break
@@ -426,7 +453,8 @@ class DPOR:
                 self.bound_hit = self.bound_hit or "executions"
                 break
         stats.seconds = time.perf_counter() - t0
-        exhaustive = violation is None and self.bound_hit is None
+        # Exhaustive: the whole tree was explored (possible with stop_on_violation off).
+        exhaustive = self.bound_hit is None and (violation is None or not self.stop_on_violation)
         return Result("dpor", "violation" if violation else "ok", exhaustive, self.bound_hit,
                       stats, violation, schedule, None, list(reached))
 
@@ -441,6 +469,14 @@ def _paths(children: list[WNode]) -> list[list[Ev]]:
         else:
             out.append([ev])
     return out
+
+
+_WAIT_KINDS = (READ, AWAIT, CONSUME)
+
+
+def _waits(fp: Footprint) -> bool:
+    """A blocking op waiting on a condition over data (not a lock acquire)."""
+    return any(k in _WAIT_KINDS for _, k in fp)
 
 
 def _known_infeasible(node: Node, v: list[Ev]) -> bool:

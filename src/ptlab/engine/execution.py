@@ -170,12 +170,12 @@ class Execution:
         self.ev_fp: list[Footprint] = []
         self.ev_label: list[int] = []
         self.ev_nchoices: list[int] = []
-        self.ev_blocking: list[bool] = []
+        self.ev_op: list[Op] = []
         self._app_thread = self.ev_thread.append
         self._app_fp = self.ev_fp.append
         self._app_label = self.ev_label.append
         self._app_nchoices = self.ev_nchoices.append
-        self._app_blocking = self.ev_blocking.append
+        self._app_op = self.ev_op.append
         self.steps: list[TraceStep] = []
         self.violation: Violation | None = None
         self.aborted = False
@@ -225,9 +225,10 @@ class Execution:
             except StopIteration:
                 t.done = True
                 t.pending = None
-                if t.created != t.yielded:
-                    raise ModelError(f"{t.name}: an operation was created but never awaited "
-                                     "(missing 'await'?)") from None
+                if t.created != t.yielded or _unawaited:
+                    what = (_unawaited[0] if _unawaited
+                            else "an operation was created but never awaited")
+                    raise ModelError(f"{t.name}: {what} (missing 'await'?)") from None
                 return
             t.yielded += 1
             if t.yielded != t.created or _unawaited:
@@ -275,7 +276,7 @@ class Execution:
         self._app_label(label)
         n = op.nchoices() if op.choice else 1
         self._app_nchoices(n)
-        self._app_blocking(op.blocking)
+        self._app_op(op)
         trace = self.trace
         if trace:
             self.steps.append(TraceStep(len(self.steps), t.name, t.lane,

@@ -10,12 +10,15 @@ UPDATE (a read-modify-write whose result the thread sees) and ADD (a
 read-modify-write whose result nobody sees, so two ADDs commute: ``atomic_inc``,
 per-CPU statistics).  Locks and lock-like resources (an IRQ-disabled region, an
 RCU read-side critical section) use ACQUIRE, RELEASE, PEEK (observe whether the
-resource is held: a failed trylock), TRY (a trylock that succeeds: unlike a
+resource is held, like RCU's grace-period start does), HELD (a failed trylock:
+it saw the resource held), TRY (a trylock that succeeds: unlike a
 blocking acquire it could have run before the previous release, and failed) and
 PROBE (wait until the resource is free and observe that instant: an IPI being
 delivered, a quiescent state being reported).  An op whose outcome decides its
 footprint (a trylock) computes ``fp`` from the state when it is about to run;
-both of its possible footprints must conflict with whatever changes that state.
+both of its possible footprints must conflict with whatever changes that state,
+and each must be exact (a failed trylock is HELD, never TRY: TRY would order a
+later acquire after it and hide that acquire's race with the holder).
 
 Handshakes use SIGNAL and AWAIT.  An op that SIGNALs a location can run only after
 the last WRITE to it (a CPU reports the quiescent state a grace period asked of
@@ -34,31 +37,36 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
-READ, WRITE, UPDATE, ADD, ACQUIRE, RELEASE, PEEK, PROBE, TRY, SIGNAL, AWAIT, CONSUME = range(12)
+(READ, WRITE, UPDATE, ADD, ACQUIRE, RELEASE, PEEK, PROBE, TRY, SIGNAL, AWAIT, CONSUME,
+ HELD) = range(13)
 KIND_NAMES = ("read", "write", "update", "add", "acquire", "release", "peek", "probe", "try",
-              "signal", "await", "consume")
+              "signal", "await", "consume", "held")
 
 # CONFLICT[earlier][later]: 0 = independent, 1 = dependent and reversible (a race
 # the explorer may reorder), 2 = dependent but only an ordering edge: a release
 # followed by an acquire cannot be swapped (the acquire would block), so the race
 # that matters is the one between the two acquires; 3 = the later op needs the
 # earlier one (a handshake, below): an ordering edge that also carries everything
-# before the earlier op, since the later op can never run without it.
+# before the earlier op, since the later op can never run without it.  HELD is a
+# failed trylock: it saw the resource held, so an acquire after it is ordered like
+# one after a release (it could not have run in the trylock's place; the race that
+# matters is with the holder).
 _R, _S, _N = 1, 2, 3
 CONFLICT: tuple[tuple[int, ...], ...] = (
-    # later:  R   W   U   A  ACQ REL PEEK PROBE TRY SIG AWAIT CONS   earlier:
-    (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R),  # READ
-    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _N, _R, _R),  # WRITE
-    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R),  # UPDATE
-    (_R, _R, _R, 0, 0, 0, 0, 0, 0, _R, _R, _R),  # ADD
-    (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0),  # ACQUIRE
-    (0, 0, 0, 0, _S, _R, _R, _S, _R, 0, 0, 0),  # RELEASE
-    (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0),  # PEEK
-    (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0),  # PROBE
-    (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0),  # TRY
-    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _N, _N),  # SIGNAL
-    (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R),  # AWAIT
-    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R),  # CONSUME
+    # later:  R   W   U   A  ACQ REL PEEK PROBE TRY SIG AWAIT CONS HELD   earlier:
+    (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R, 0),  # READ
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _N, _R, _R, 0),  # WRITE
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R, 0),  # UPDATE
+    (_R, _R, _R, 0, 0, 0, 0, 0, 0, _R, _R, _R, 0),  # ADD
+    (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0, _R),  # ACQUIRE
+    (0, 0, 0, 0, _S, _R, _R, _S, _R, 0, 0, 0, _R),  # RELEASE
+    (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0, 0),  # PEEK
+    (0, 0, 0, 0, _R, _R, 0, 0, _R, 0, 0, 0, 0),  # PROBE
+    (0, 0, 0, 0, _R, _R, _R, _R, _R, 0, 0, 0, _R),  # TRY
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _N, _N, 0),  # SIGNAL
+    (0, _R, _R, _R, 0, 0, 0, 0, 0, _R, 0, _R, 0),  # AWAIT
+    (_R, _R, _R, _R, 0, 0, 0, 0, 0, _R, _R, _R, 0),  # CONSUME
+    (0, 0, 0, 0, _S, _R, 0, _S, _R, 0, 0, 0, 0),  # HELD
 )
 NKINDS = len(CONFLICT)
 DEPENDENT: tuple[tuple[bool, ...], ...] = tuple(
@@ -150,6 +158,15 @@ class Op:
 
     def enabled(self) -> bool:
         return True
+
+    @property
+    def fp_bound(self) -> Footprint:
+        """The footprint to assume for this op at another place in the schedule.
+
+        Ops whose footprint depends on the state (a trylock is TRY or PEEK) return
+        one that conflicts with everything any of their footprints conflicts with.
+        """
+        return self.fp
 
     def nchoices(self) -> int:
         return 1

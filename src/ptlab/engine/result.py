@@ -16,6 +16,7 @@ class Stats:
     sleep_blocked: int = 0       # abandoned: every enabled thread was asleep (redundant work)
     infeasible: int = 0          # wakeup sequences that could not be followed
     pruned: int = 0              # branches cut by the preemption bound
+    violations: int = 0          # executions that ended in a violation
     steps: int = 0               # steps executed in total, replays included
     seconds: float = 0.0
 

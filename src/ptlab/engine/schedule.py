@@ -165,7 +165,7 @@ def shrink(make_model: Callable[[], Model], labels: list[int], kind: str, *,
         th, fps = ex.ev_thread, ex.ev_fp
         calm = calm_order(th, ex.ev_label,
                           lambda i, j: dependent(th[i], fps[i], th[j], fps[j]))
-        ex2, out2 = run_schedule(make_model, Replay(calm), max_steps=max_steps)
+        _, out2 = run_schedule(make_model, Replay(calm), max_steps=max_steps)
         if out2.violation is not None and out2.violation.kind == kind and \
                 context_switches(calm) < context_switches(best):
             best = calm

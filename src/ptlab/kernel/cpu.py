@@ -161,6 +161,11 @@ class _RcuExit(_Transition):
     def fp(self, value: Footprint) -> None:
         pass
 
+    @property
+    def fp_bound(self) -> Footprint:
+        rcu = self.cpu.kernel.rcu
+        return self._base + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
+
 
 def local_irq_save() -> Op:
     """arch/x86/include/asm/irqflags.h: local_irq_save(); returns the old flags."""

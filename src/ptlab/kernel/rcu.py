@@ -272,6 +272,12 @@ class _CallRcu(Op):
     def fp(self, value: Footprint) -> None:
         pass
 
+    @property
+    def fp_bound(self) -> Footprint:
+        rcu, head = self.rcu, self.head
+        return ((head.loc, WRITE), (head.owner.alive, READ), (rcu.gp_loc, READ),
+                (rcu.cb_loc, SIGNAL))
+
     def run(self, choice: int) -> Any:
         self.rcu._call_rcu(self.head, self.func)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..engine import (
     ACQUIRE,
-    PEEK,
+    HELD,
     READ,
     RELEASE,
     SIGNAL,
@@ -87,6 +87,13 @@ class _Unlock(_LockOp):
     def fp(self, value: Footprint) -> None:
         self._fp = value
 
+    @property
+    def fp_bound(self) -> Footprint:
+        if self.rcu_edge == RELEASE:
+            rcu = self.cpu.kernel.rcu
+            return self._fp + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
+        return self._fp
+
     __slots__ = ("_fp",)
 
     def run(self, choice: int) -> Any:
@@ -100,16 +107,20 @@ class _Unlock(_LockOp):
 
 
 class _TryLock(_LockOp):
-    """The footprint depends on the outcome: TRY if the lock is free, else PEEK."""
+    """The footprint depends on the outcome: TRY if the lock is free, else HELD."""
 
     @property
     def fp(self) -> Footprint:
-        kind = TRY if self.lock.holder is None else PEEK
+        kind = TRY if self.lock.holder is None else HELD
         return ((self.lock.loc, kind), *self._fp[1:])
 
     @fp.setter
     def fp(self, value: Footprint) -> None:
         self._fp = value
+
+    @property
+    def fp_bound(self) -> Footprint:
+        return ((self.lock.loc, TRY), *self._fp[1:])
 
     __slots__ = ("_fp",)
 
