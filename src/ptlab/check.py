@@ -46,6 +46,7 @@ class CheckSpec:
     seed: int = 0
     preemptions: int | None = None
     depth: int = 3
+    max_steps: int | None = None   # per thread per execution; None: the scenario's
 
 
 @dataclass
@@ -135,23 +136,24 @@ def resolve(spec: CheckSpec) -> tuple[Scenario, dict[str, int]]:
 def run_check(spec: CheckSpec, *, shrink_runs: int = 300) -> CheckOutcome:
     sc, params = resolve(spec)
     make: Callable[[], Model] = sc.make(spec.variant, params)
+    steps = spec.max_steps or sc.max_steps
     if spec.strategy == "dpor":
         result = DPOR(make, preemption_bound=spec.preemptions,
-                      max_executions=spec.executions, max_steps=sc.max_steps).run()
+                      max_executions=spec.executions, max_steps=steps).run()
     elif spec.strategy == "random":
         result = RandomWalk(make, seed=spec.seed, max_executions=spec.executions or 1000,
-                            max_steps=sc.max_steps).run()
+                            max_steps=steps).run()
     else:
         result = PCT(make, depth=spec.depth, seed=spec.seed,
-                     max_executions=spec.executions or 1000, max_steps=sc.max_steps).run()
+                     max_executions=spec.executions or 1000, max_steps=steps).run()
     out = CheckOutcome(spec, params, sc.variant(spec.variant).expect, result)
     if result.violation is not None and result.schedule is not None:
         sched = shrink(make, result.schedule, result.violation.kind, max_runs=shrink_runs,
-                       max_steps=sc.max_steps)
-        ex, eo = run_schedule(make, Replay(sched), trace=True, max_steps=sc.max_steps)
+                       max_steps=steps)
+        ex, eo = run_schedule(make, Replay(sched), trace=True, max_steps=steps)
         if eo.violation is None or eo.violation.kind != result.violation.kind:
             sched = result.schedule  # shrinking must never lose the finding
-            ex, eo = run_schedule(make, Replay(sched), trace=True, max_steps=sc.max_steps)
+            ex, eo = run_schedule(make, Replay(sched), trace=True, max_steps=steps)
         out.schedule, out.trace, out.violation = sched, ex.steps, eo.violation
     return out
 

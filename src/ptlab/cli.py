@@ -110,7 +110,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     outs = []
     for var in variants:
         spec = CheckSpec(sc.name, var, overrides, args.strategy, args.executions, args.seed,
-                         args.preemptions, args.depth)
+                         args.preemptions, args.depth, args.max_steps)
         outs.append(run_check(spec))
     if args.trace_out:
         bad = [o for o in outs if o.violation is not None]
@@ -138,7 +138,7 @@ def _check_all(args: argparse.Namespace, overrides: dict[str, int]) -> int:
     for sc in SCENARIOS.values():
         for v in sc.variants:
             spec = CheckSpec(sc.name, v.name, {}, args.strategy, args.executions, args.seed,
-                             args.preemptions, args.depth)
+                             args.preemptions, args.depth, args.max_steps)
             out = run_check(spec)
             ok &= out.matches
             docs.append(out.to_json())
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--preemptions", type=int, help="preemption bound (dpor)")
     c.add_argument("--depth", type=int, default=3, help="PCT bug depth")
+    c.add_argument("--max-steps", type=int, help="steps one thread may take in one "
+                   "execution before it is reported as a livelock")
     c.add_argument("--json", action="store_true")
     c.add_argument("--long", action="store_true", help="also list every step with its call chain")
     c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")
@@ -208,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InputError("--executions must be at least 1")
             if args.preemptions is not None and args.preemptions < 0:
                 raise InputError("--preemptions must be at least 0")
+            if args.depth < 1:
+                raise InputError("--depth must be at least 1")
+            if args.max_steps is not None and args.max_steps < 1:
+                raise InputError("--max-steps must be at least 1")
             return _cmd_check(args)
         return _cmd_replay(args)
     except InputError as e:

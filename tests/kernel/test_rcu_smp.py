@@ -185,3 +185,31 @@ def test_queueing_a_queued_head_is_reported() -> None:
     r = DPOR(DoubleQueue).run()
     assert r.violation is not None and r.violation.kind == "double-call_rcu"
     assert "ODEBUG" in r.violation.report
+
+
+class ListWhileQueued:
+    """pt_list shares storage with pt_rcu_head (struct ptdesc): using it while the
+    head is queued is caught (the s390 v6.6 constraint)."""
+
+    def build(self, ex: Execution) -> None:
+        from ptlab.kernel import Page
+
+        k = Kernel(ex, 1)
+        page = Page(0x42)
+
+        async def cb(h: rcu_head) -> None:
+            pass
+
+        async def task() -> None:
+            await call_rcu(page.pt_rcu_head, cb)
+            await page.pt_list.store("mm->context.pgtable_list")
+
+        k.run_on(0, "task", task())
+
+    def finish(self, ex: Execution) -> None:
+        pass
+
+
+def test_pt_list_shares_storage_with_pt_rcu_head() -> None:
+    r = DPOR(ListWhileQueued).run()
+    assert r.violation is not None and r.violation.kind == "rcu-head-clobbered"

@@ -54,8 +54,10 @@ class Page(KObject):
         "order",
         "payload",
         "pfn",
+        "pmd_huge_pte",
         "private",
         "pt_frag_refcount",
+        "pt_list",
         "pt_rcu_head",
     )
 
@@ -67,9 +69,51 @@ class Page(KObject):
         self._refcount = atomic_t(self, "page->_refcount", 1)
         self.pt_frag_refcount = atomic_t(self, "ptdesc->pt_frag_refcount", 0)
         self.pt_rcu_head = rcu_head(self, f"ptdesc(pfn {pfn:#x})->pt_rcu_head")
+        self.pt_list = UnionView(self.pt_rcu_head, f"ptdesc(pfn {pfn:#x})->pt_list")
+        self.pmd_huge_pte = UnionView(self.pt_rcu_head, f"ptdesc(pfn {pfn:#x})->pmd_huge_pte")
         self.memcg = memcg
         self.payload: Any = None   # what the page holds (a table's fragments)
         self.private: Any = None   # page->private
+
+
+class UnionView:
+    """Another member of the union that ``pt_rcu_head`` belongs to (``pt_list``,
+    ``pmd_huge_pte``): the same storage, so using it while the head is queued for
+    ``call_rcu()`` corrupts the callback list, and is reported."""
+
+    __slots__ = ("head", "name", "value")
+
+    def __init__(self, head: rcu_head, name: str) -> None:
+        self.head = head
+        self.name = name
+        self.value: Any = None
+
+    def _check(self, access: str) -> None:
+        head = self.head
+        head.owner.check(self.name, access)
+        if head.queued:
+            raise ModelViolation(
+                "rcu-head-clobbered",
+                f"{access.lower()} of {self.name} while {head.name}, which shares its storage, "
+                "is queued for call_rcu()",
+                f"list corruption: {self.name} overlays {head.name} (queued by "
+                f"{' <- '.join(reversed(head.queued_stack))})")
+
+    def _get(self) -> Any:
+        self._check("Read")
+        return self.value
+
+    def _set(self, value: Any) -> None:
+        self._check("Write")
+        self.value = value
+
+    def load(self) -> Op:
+        return Call(((self.head.loc, READ), (self.head.owner.alive, READ)),
+                    "READ(" + self.name + ")", self._get)
+
+    def store(self, value: Any) -> Op:
+        return Call(((self.head.loc, WRITE), (self.head.owner.alive, READ)),
+                    "WRITE(" + self.name + ", {0!r})", self._set, value)
 
 
 class Allocator:
