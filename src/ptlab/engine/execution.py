@@ -140,6 +140,14 @@ def coroutine_stack(coro: Any) -> list[str]:
     return names
 
 
+def recording_stacks() -> bool:
+    """Whether this execution keeps call chains for reports: only when it is traced
+    (a counterexample is always replayed with a trace before it is shown), so the
+    search itself does not pay for walking the stack at every allocation."""
+    ex = CTX.execution
+    return ex is None or bool(ex.trace)
+
+
 def current_stack() -> list[str]:
     """The running thread's call chain of model functions (for KASAN reports):
     the coroutine frames on the Python stack while model code runs, else the

@@ -12,6 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import READ, WRITE, Call, Footprint, ModelViolation, Op, current_stack, new_loc
+from ..engine.execution import recording_stacks
+
+# Call chains are kept only in traced executions (see recording_stacks()).
+_UNRECORDED = ["(call chain recorded on replay)"]
 
 _RULE = "=" * 66
 
@@ -33,7 +37,7 @@ class KObject:
         self.kind = kind
         self.size = size
         self.addr = 0xFFFF_8880_0000_0000 + self.alive * 0x1000
-        self.alloc_stack = current_stack()
+        self.alloc_stack = current_stack() if recording_stacks() else _UNRECORDED
         self.free_stack: list[str] = []
 
     def __repr__(self) -> str:
@@ -96,7 +100,7 @@ class KObject:
             raise ModelViolation("double-free", f"{what}: {self.kind} at {self.addr:#x} "
                                  "freed twice", report)
         self.freed = True
-        self.free_stack = current_stack()
+        self.free_stack = current_stack() if recording_stacks() else _UNRECORDED
 
 
 class Field:

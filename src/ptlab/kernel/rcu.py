@@ -39,7 +39,8 @@ from ..engine import (
     current_stack,
     new_loc,
 )
-from .memory import KObject
+from ..engine.execution import recording_stacks
+from .memory import _UNRECORDED, KObject
 
 RcuCallback = Callable[["rcu_head"], Awaitable[None]]
 
@@ -173,7 +174,7 @@ class RCU:
                                  f"{head.owner.addr:#x}, which is already queued", report)
         head.queued = True
         head.func = func
-        head.queued_stack = current_stack()
+        head.queued_stack = current_stack() if recording_stacks() else _UNRECORDED
         self.nqueued += 1
         self.inflight.append(self.nqueued)
         self.pending.append(_Cb(rcu_seq_snap(self.gp_seq), head, func, self.nqueued))
