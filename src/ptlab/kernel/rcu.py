@@ -328,5 +328,6 @@ async def rcu_barrier() -> None:
     rcu = _rcu()
     target = await Call(((rcu.cb_loc, READ),), "rcu_barrier: snapshot queued callbacks",
                         lambda: rcu.nqueued)
-    await WaitUntil(((rcu.inv_loc, READ),), "rcu_barrier: wait for them",
+    # The condition reads the in-flight list, which call_rcu() and the invoker change.
+    await WaitUntil(((rcu.inv_loc, READ), (rcu.cb_loc, READ)), "rcu_barrier: wait for them",
                     lambda: all(seq > target for seq in rcu.inflight))
