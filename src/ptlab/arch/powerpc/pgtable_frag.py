@@ -34,6 +34,12 @@ from ...mm.types import mm_struct
 
 PGALLOC_GFP = GFP_KERNEL
 
+# arch/powerpc/include/asm/book3s/64/{hash-64k,radix-64k}.h: PTE tables per 64K page.
+H_PTE_FRAG_NR = 16      # 2K of PTEs + 2K of hash slot information, 4K a table
+RADIX_PTE_FRAG_NR = 256  # 32 entries x 8 bytes, 256 bytes a table
+# The model takes PTE_FRAG_NR from the scenario (2-4 keeps the search small); the
+# protocol does not depend on the number.
+
 
 class PteFragment:
     """One PTE table: fragment ``index`` of ``page`` (a ``pgtable_t``)."""
