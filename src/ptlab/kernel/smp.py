@@ -15,10 +15,10 @@ from typing import Any
 
 from ..engine import (
     AWAIT,
+    CONSUME,
     PROBE,
     SIGNAL,
     UPDATE,
-    Call,
     Footprint,
     ModelViolation,
     Op,
@@ -68,7 +68,8 @@ class _Deliver(Op):
     @property
     def fp(self) -> Footprint:
         q = self.smp.queues[self.cpu.idx]
-        head: Footprint = ((self.smp.queue_loc[self.cpu.idx], UPDATE), (self.cpu.irq.loc, PROBE))
+        head: Footprint = ((self.smp.queue_loc[self.cpu.idx], CONSUME),
+                           (self.cpu.irq.loc, PROBE))
         return head + ((q[0].loc, SIGNAL),) if q else head
 
     @fp.setter
@@ -89,6 +90,45 @@ class _Deliver(Op):
         return f"IPI on cpu{self.cpu.idx}: {name}()"
 
 
+class _Send(Op):
+    """Queue the csds and raise the IPIs.  It SIGNALs a CPU's queue when it finds it
+    empty: that CPU's interrupt entry cannot have taken anything before it then."""
+
+    __slots__ = ("csds", "fname", "smp", "targets")
+
+    def __init__(self, smp: SMP, targets: list[CPU], csds: list[call_single_data],
+                 fname: str) -> None:
+        self.smp = smp
+        self.targets = targets
+        self.csds = csds
+        self.fname = fname
+        Op.__init__(self, ())
+
+    @property
+    def fp(self) -> Footprint:
+        q, loc = self.smp.queues, self.smp.queue_loc
+        return tuple((loc[c.idx], UPDATE if q[c.idx] else SIGNAL) for c in self.targets)
+
+    @fp.setter
+    def fp(self, value: Footprint) -> None:
+        pass
+
+    @property
+    def fp_bound(self) -> Footprint:
+        return tuple((self.smp.queue_loc[c.idx], SIGNAL) for c in self.targets)
+
+    def run(self, choice: int) -> Any:
+        smp = self.smp
+        for c, csd in zip(self.targets, self.csds, strict=True):
+            smp.queues[c.idx].append(csd)
+            if c.irq.holder is not None:
+                smp.ipis_delayed += 1
+        smp.ipis_sent += len(self.targets)
+
+    def describe(self) -> str:
+        return "smp_call_function(" + self.fname + ")"
+
+
 def _smp() -> SMP:
     from .kernel import current_kernel
 
@@ -106,15 +146,7 @@ async def smp_call_function(func: SmpFunc, info: Any, wait: int) -> None:
     targets = [c for c in smp.cpus if c is not me]
     csds = [call_single_data(func, info) for _ in targets]
 
-    def send() -> None:
-        for c, csd in zip(targets, csds, strict=True):
-            smp.queues[c.idx].append(csd)
-            if c.irq.holder is not None:
-                smp.ipis_delayed += 1
-        smp.ipis_sent += len(targets)
-
-    fp: Footprint = tuple((smp.queue_loc[c.idx], UPDATE) for c in targets)
-    await Call(fp, "smp_call_function(" + getattr(func, "__name__", "?") + ")", send)
+    await _Send(smp, targets, csds, getattr(func, "__name__", "?"))
     if wait:
         await WaitUntil(tuple((csd.loc, AWAIT) for csd in csds), "csd_lock_wait()",
                         lambda: all(csd.done for csd in csds))
