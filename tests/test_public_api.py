@@ -7,7 +7,8 @@ import ptlab.kernel
 
 ENGINE = {
     "ACQUIRE", "ADD", "AWAIT", "CONSUME", "DPOR", "HELD", "PCT", "PEEK", "PROBE", "READ", "RELEASE",
-    "SIGNAL", "TRY", "UPDATE", "WRITE", "Call", "Choose", "Execution", "ExecutionOutcome",
+    "SIGNAL", "TRY", "UPDATE", "WRITE", "Call", "Choose", "DynamicOp", "Execution",
+    "ExecutionOutcome",
     "Footprint", "Guided", "Model", "ModelError", "ModelViolation", "Op", "RandomWalk",
     "Replay", "Result", "ScheduleError", "Stats", "Thread", "TraceStep", "Var", "Violation",
     "WaitUntil", "context_switches", "current_stack", "current_thread", "decode", "encode",

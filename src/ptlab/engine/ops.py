@@ -178,6 +178,26 @@ class Op:
         return self.name
 
 
+class DynamicOp(Op):
+    """An op whose footprint depends on the state when it is about to run (a trylock,
+    a queue that may be empty).  ``base`` is the footprint given at construction;
+    subclasses compute the current one in ``footprint()``, following the rule in the
+    module docstring, and may widen ``fp_bound``."""
+
+    __slots__ = ("base",)
+
+    @property
+    def fp(self) -> Footprint:
+        return self.footprint()
+
+    @fp.setter
+    def fp(self, value: Footprint) -> None:
+        self.base = value
+
+    def footprint(self) -> Footprint:
+        return self.base
+
+
 class Call(Op):
     """A generic step: ``fn(*args)`` run atomically with footprint ``fp``.
 

@@ -24,6 +24,7 @@ from ..engine import (
     ACQUIRE,
     RELEASE,
     SIGNAL,
+    DynamicOp,
     Footprint,
     ModelViolation,
     Op,
@@ -81,14 +82,14 @@ def this_cpu() -> CPU:
     return cpu
 
 
-class _Transition(Op):
+class _Transition(DynamicOp):
     """A change of this CPU's interrupt/preempt/RCU state that others can see."""
 
     __slots__ = ("cpu", "irq_to", "label", "rcu_to", "result")
 
     def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
                  result: Any) -> None:
-        Op.__init__(self, fp)
+        DynamicOp.__init__(self, fp)
         self.cpu = cpu
         self.label = label
         self.irq_to = irq_to  # -1 leave, 0 release, 1 acquire
@@ -137,34 +138,36 @@ def rcu_exit(cpu: CPU) -> None:
         rcu.qs_owed[cpu.idx] = False
 
 
-class _RcuExit(_Transition):
-    """The end of a read-side critical section.  It SIGNALs the CPU's quiescent-state
-    location only when the current grace period waits for it, so that the grace
-    period's AWAIT is ordered after exactly the reports it needs; whatever changes
-    that (``rcu_gp_init()``) PEEKs this CPU's resource and so conflicts either way."""
+def rcu_exit_footprint(cpu: CPU, base: Footprint, bound: bool = False) -> Footprint:
+    """The footprint of a step that ends ``cpu``'s read-side critical section.
 
-    __slots__ = ("_base",)
+    It SIGNALs the CPU's quiescent-state location only when the current grace
+    period waits for it, so that the grace period's AWAIT is ordered after exactly
+    the reports it needs; whatever changes that (``rcu_gp_init()``) PEEKs this CPU's
+    resource and so conflicts either way.  ``bound``: as if a report were owed.
+    """
+    rcu = cpu.kernel.rcu
+    if bound or rcu.qs_owed[cpu.idx]:
+        return base + ((rcu.qs_loc[cpu.idx], SIGNAL),)
+    return base
+
+
+class _RcuExit(_Transition):
+    """The end of a read-side critical section (see :func:`rcu_exit_footprint`)."""
+
+    __slots__ = ()
 
     def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
                  result: Any) -> None:
-        self._base = fp + ((cpu.rcu.loc, RELEASE),)
-        _Transition.__init__(self, cpu, label, self._base, irq_to, rcu_to, result)
+        _Transition.__init__(self, cpu, label, fp + ((cpu.rcu.loc, RELEASE),), irq_to,
+                             rcu_to, result)
 
-    @property
-    def fp(self) -> Footprint:
-        rcu = self.cpu.kernel.rcu
-        if rcu.qs_owed[self.cpu.idx]:
-            return self._base + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
-        return self._base
-
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        pass
+    def footprint(self) -> Footprint:
+        return rcu_exit_footprint(self.cpu, self.base)
 
     @property
     def fp_bound(self) -> Footprint:
-        rcu = self.cpu.kernel.rcu
-        return self._base + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
+        return rcu_exit_footprint(self.cpu, self.base, bound=True)
 
 
 def local_irq_save() -> Op:

@@ -32,6 +32,7 @@ from ..engine import (
     UPDATE,
     WRITE,
     Call,
+    DynamicOp,
     Footprint,
     ModelViolation,
     Op,
@@ -180,7 +181,7 @@ class RCU:
         self.pending.append(_Cb(rcu_seq_snap(self.gp_seq), head, func, self.nqueued))
 
 
-class _InvokeChoice(Op):
+class _InvokeChoice(DynamicOp):
     """Pop the k-th ready callback; its footprint covers every ready head."""
 
     __slots__ = ("rcu",)
@@ -189,15 +190,10 @@ class _InvokeChoice(Op):
 
     def __init__(self, rcu: RCU) -> None:
         self.rcu = rcu
-        Op.__init__(self, ())
+        DynamicOp.__init__(self, ())
 
-    @property
-    def fp(self) -> Footprint:
+    def footprint(self) -> Footprint:
         return self.rcu._ready_fp()
-
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        pass
 
     def enabled(self) -> bool:
         return bool(self.rcu.ready)
@@ -220,7 +216,7 @@ def _rcu() -> RCU:
     return current_kernel().rcu
 
 
-class _GpCleanup(Op):
+class _GpCleanup(DynamicOp):
     """rcu_gp_cleanup(): end the grace period and move the callbacks it satisfied to
     the ready list.  It SIGNALs the ready list when it finds it empty: the invoker
     cannot have run before it then."""
@@ -229,17 +225,12 @@ class _GpCleanup(Op):
 
     def __init__(self, rcu: RCU) -> None:
         self.rcu = rcu
-        Op.__init__(self, ())
+        DynamicOp.__init__(self, ())
 
-    @property
-    def fp(self) -> Footprint:
+    def footprint(self) -> Footprint:
         rcu = self.rcu
         kind = SIGNAL if not rcu.ready else WRITE
         return ((rcu.gp_loc, WRITE), (rcu.cb_loc, UPDATE), (rcu.ready_loc, kind))
-
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        pass
 
     def run(self, choice: int) -> Any:
         self.rcu._gp_cleanup()
@@ -248,7 +239,7 @@ class _GpCleanup(Op):
         return "rcu_gp_cleanup()"
 
 
-class _CallRcu(Op):
+class _CallRcu(DynamicOp):
     """call_rcu().  It SIGNALs the callback list when it is the first callback that
     needs a grace period beyond those already requested: the grace-period kthread
     cannot start that grace period before it."""
@@ -259,19 +250,14 @@ class _CallRcu(Op):
         self.rcu = rcu
         self.head = head
         self.func = func
-        Op.__init__(self, ())
+        DynamicOp.__init__(self, ())
 
-    @property
-    def fp(self) -> Footprint:
+    def footprint(self) -> Footprint:
         rcu, head = self.rcu, self.head
         snap = rcu_seq_snap(rcu.gp_seq)
         kind = ADD if any(cb.snap >= snap for cb in rcu.pending) else SIGNAL
         return ((head.loc, WRITE), (head.owner.alive, READ), (rcu.gp_loc, READ),
                 (rcu.cb_loc, kind))
-
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        pass
 
     @property
     def fp_bound(self) -> Footprint:

@@ -19,9 +19,9 @@ from ..engine import (
     PROBE,
     SIGNAL,
     UPDATE,
+    DynamicOp,
     Footprint,
     ModelViolation,
-    Op,
     WaitUntil,
     new_loc,
 )
@@ -56,25 +56,20 @@ class SMP:
             await _Deliver(self, cpu)
 
 
-class _Deliver(Op):
+class _Deliver(DynamicOp):
     __slots__ = ("cpu", "smp")
     blocking = True
 
     def __init__(self, smp: SMP, cpu: CPU) -> None:
         self.smp = smp
         self.cpu = cpu
-        Op.__init__(self, ())
+        DynamicOp.__init__(self, ())
 
-    @property
-    def fp(self) -> Footprint:
+    def footprint(self) -> Footprint:
         q = self.smp.queues[self.cpu.idx]
         head: Footprint = ((self.smp.queue_loc[self.cpu.idx], CONSUME),
                            (self.cpu.irq.loc, PROBE))
         return head + ((q[0].loc, SIGNAL),) if q else head
-
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        pass
 
     def enabled(self) -> bool:
         return bool(self.smp.queues[self.cpu.idx]) and self.cpu.irq.holder is None
@@ -90,7 +85,7 @@ class _Deliver(Op):
         return f"IPI on cpu{self.cpu.idx}: {name}()"
 
 
-class _Send(Op):
+class _Send(DynamicOp):
     """Queue the csds and raise the IPIs.  It SIGNALs a CPU's queue when it finds it
     empty: that CPU's interrupt entry cannot have taken anything before it then."""
 
@@ -102,16 +97,11 @@ class _Send(Op):
         self.targets = targets
         self.csds = csds
         self.fname = fname
-        Op.__init__(self, ())
+        DynamicOp.__init__(self, ())
 
-    @property
-    def fp(self) -> Footprint:
+    def footprint(self) -> Footprint:
         q, loc = self.smp.queues, self.smp.queue_loc
         return tuple((loc[c.idx], UPDATE if q[c.idx] else SIGNAL) for c in self.targets)
-
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        pass
 
     @property
     def fp_bound(self) -> Footprint:

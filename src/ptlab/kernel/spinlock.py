@@ -15,14 +15,14 @@ from ..engine import (
     HELD,
     READ,
     RELEASE,
-    SIGNAL,
     TRY,
+    DynamicOp,
     Footprint,
     ModelViolation,
     Op,
     new_loc,
 )
-from .cpu import CPU, rcu_exit, this_cpu
+from .cpu import CPU, rcu_exit, rcu_exit_footprint, this_cpu
 from .memory import KObject
 
 
@@ -36,7 +36,7 @@ class spinlock_t:
         self.owner = owner
 
 
-class _LockOp(Op):
+class _LockOp(DynamicOp):
     __slots__ = ("cpu", "label", "lock", "rcu_edge")
 
     def __init__(self, lock: spinlock_t, cpu: CPU, kind: int, rcu_kind: int, label: str) -> None:
@@ -46,7 +46,7 @@ class _LockOp(Op):
         self.rcu_edge = rcu_kind
         if rcu_kind >= 0:
             fp.append((cpu.rcu.loc, rcu_kind))
-        Op.__init__(self, tuple(fp))
+        DynamicOp.__init__(self, tuple(fp))
         self.lock = lock
         self.cpu = cpu
         self.label = label
@@ -75,26 +75,18 @@ class _Lock(_LockOp):
 
 
 class _Unlock(_LockOp):
-    @property
-    def fp(self) -> Footprint:
-        if self.rcu_edge == RELEASE:
-            rcu = self.cpu.kernel.rcu
-            if rcu.qs_owed[self.cpu.idx]:
-                return self._fp + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
-        return self._fp
+    __slots__ = ()
 
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        self._fp = value
+    def footprint(self) -> Footprint:
+        if self.rcu_edge == RELEASE:
+            return rcu_exit_footprint(self.cpu, self.base)
+        return self.base
 
     @property
     def fp_bound(self) -> Footprint:
         if self.rcu_edge == RELEASE:
-            rcu = self.cpu.kernel.rcu
-            return self._fp + ((rcu.qs_loc[self.cpu.idx], SIGNAL),)
-        return self._fp
-
-    __slots__ = ("_fp",)
+            return rcu_exit_footprint(self.cpu, self.base, bound=True)
+        return self.base
 
     def run(self, choice: int) -> Any:
         if self.lock.owner is not None:
@@ -109,20 +101,15 @@ class _Unlock(_LockOp):
 class _TryLock(_LockOp):
     """The footprint depends on the outcome: TRY if the lock is free, else HELD."""
 
-    @property
-    def fp(self) -> Footprint:
-        kind = TRY if self.lock.holder is None else HELD
-        return ((self.lock.loc, kind), *self._fp[1:])
+    __slots__ = ()
 
-    @fp.setter
-    def fp(self, value: Footprint) -> None:
-        self._fp = value
+    def footprint(self) -> Footprint:
+        kind = TRY if self.lock.holder is None else HELD
+        return ((self.lock.loc, kind), *self.base[1:])
 
     @property
     def fp_bound(self) -> Footprint:
-        return ((self.lock.loc, TRY), *self._fp[1:])
-
-    __slots__ = ("_fp",)
+        return ((self.lock.loc, TRY), *self.base[1:])
 
     def run(self, choice: int) -> Any:
         if self.lock.owner is not None:
