@@ -176,6 +176,7 @@ class DPOR:
         self._hist: dict[int, list[int]] = {}
         self._undo: list[tuple[int, ...]] = []
         self._ev_races: list[tuple[int, ...]] = []
+        self._evs: list[Ev] = []
         self.on_execution: Callable[[Execution], None] | None = None
 
     # -- choosing ------------------------------------------------------------
@@ -234,8 +235,11 @@ class DPOR:
         return -1
 
     def _free_choice(self, ex: Execution, node: Node, enabled: list[int]) -> int:
-        asleep = [q[0] for q in node.sleep]
-        cands = [t for t in enabled if t not in asleep]
+        if node.sleep:
+            asleep = [q[0] for q in node.sleep]
+            cands = [t for t in enabled if t not in asleep]
+        else:
+            cands = enabled
         if not cands:
             self.stats.sleep_blocked += 1
             return -1
@@ -279,6 +283,8 @@ class DPOR:
         for j in range(min(first_new, n)):
             thr_hb[ev_thread[j]] = hb[j]
         ev_op = ex.ev_op
+        # NOTE: the (label, thread, footprint) triples every reversal copies from.
+        self._evs = list(zip(ev_label, ev_thread, ev_fp, strict=True))
         for j in range(first_new, n):
             tj = ev_thread[j]
             races: list[tuple[int, int]] = []
@@ -369,15 +375,14 @@ class DPOR:
 
     def _reverse(self, ex: Execution, i: int, j: int, label: int, tj: int, fpj: Footprint,
                  blocking: bool) -> None:
-        hb = self._hb
-        ev_thread, ev_fp, ev_label = ex.ev_thread, ex.ev_fp, ex.ev_label
+        hb, evs = self._hb, self._evs
         bit = 1 << i
+        jbit = 1 << j
         # notdep(e, E): every later event that does not happen after e, even those
         # after e' (Optimal-DPOR's definition; cutting it at e' would let a sleeping
         # thread that conflicts only with those later events veto the insertion).
-        v: list[Ev] = [(ev_label[k], ev_thread[k], ev_fp[k])
-                       for k in range(i + 1, len(hb)) if k != j and not hb[k] & bit
-                       and not (k > j and hb[k] >> j & 1)]
+        v: list[Ev] = [evs[k] for k in range(i + 1, len(hb))
+                       if not hb[k] & bit and not (k >= j and hb[k] & jbit)]
         v.append((label, tj, fpj))
         self._try_insert(i, v, blocking)
 
