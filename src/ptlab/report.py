@@ -30,6 +30,8 @@ def step_text(st: TraceStep) -> str:
     if st.nchoices > 1:
         op += f" [choice {st.choice}/{st.nchoices}]"
     res = f" = {st.result}" if st.result else ""
+    if op.startswith(fn):  # the op already says where it is
+        return f"{op}{res}"
     return f"{fn}: {op}{res}"
 
 
