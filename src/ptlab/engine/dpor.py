@@ -11,7 +11,25 @@ Mazurkiewicz trace.
 
 Happens-before is kept as bitsets over event indices (a Python int per event), so
 joining two clocks is one ``|`` and "does i happen before k" is one shift.  The
-prefix of an execution that a new one shares is not analysed again.
+happens-before and the races of the prefix a new execution shares with the last
+one are kept; every race is reversed again, since its wakeup sequence (notdep,
+which runs to the end of the execution) changes with the new suffix.
+
+What the paper does not cover, and how it is handled here:
+
+* Blocking ops.  Lock hand-offs (release then acquire) order without being races;
+  handshakes (SIGNAL then AWAIT/CONSUME) order and carry happens-before; a wait
+  on data races with every earlier write, not only the last one; a thread blocked
+  at the end races as if its op ran last.  A wakeup sequence ends with the one op
+  that may turn out not to be enabled; such a *tentative* node hands the
+  sequences it absorbed back to its parent when it cannot run.
+* Choices (an allocation that may fail, which callback runs): a choice races with
+  its own alternatives, in the context of everything that does not depend on it.
+* State-dependent footprints (a trylock): the op moved by a reversal is given its
+  widest footprint (``fp_bound``).
+
+The brute-force tests (tests/engine) check all of this against every
+interleaving of random programs.
 """
 
 from __future__ import annotations
