@@ -29,6 +29,10 @@ from .engine.schedule import run_schedule
 from .scenarios import OK, SCENARIOS, Scenario
 
 STRATEGIES = ("dpor", "random", "pct")
+# Default execution budgets: an exhaustive search that would run for hours stops and
+# says so ("bound hit: executions") rather than look hung; --executions raises it.
+DPOR_BUDGET = 200_000
+SAMPLING_BUDGET = 1_000
 TRACE_FORMAT = "ptlab-trace/1"
 
 
@@ -139,13 +143,14 @@ def run_check(spec: CheckSpec, *, shrink_runs: int = 300) -> CheckOutcome:
     steps = spec.max_steps or sc.max_steps
     if spec.strategy == "dpor":
         result = DPOR(make, preemption_bound=spec.preemptions,
-                      max_executions=spec.executions, max_steps=steps).run()
+                      max_executions=spec.executions or DPOR_BUDGET, max_steps=steps).run()
     elif spec.strategy == "random":
-        result = RandomWalk(make, seed=spec.seed, max_executions=spec.executions or 1000,
+        result = RandomWalk(make, seed=spec.seed,
+                            max_executions=spec.executions or SAMPLING_BUDGET,
                             max_steps=steps).run()
     else:
         result = PCT(make, depth=spec.depth, seed=spec.seed,
-                     max_executions=spec.executions or 1000, max_steps=steps).run()
+                     max_executions=spec.executions or SAMPLING_BUDGET, max_steps=steps).run()
     out = CheckOutcome(spec, params, sc.variant(spec.variant).expect, result)
     if result.violation is not None and result.schedule is not None:
         sched = shrink(make, result.schedule, result.violation.kind, max_runs=shrink_runs,

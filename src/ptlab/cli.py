@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "its expected verdict")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--strategy", default="dpor", choices=STRATEGIES)
-    c.add_argument("--executions", type=int, help="execution budget")
+    c.add_argument("--executions", type=int, help="execution budget (default: 200000 for "
+                   "dpor, 1000 for random and pct)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--preemptions", type=int, help="preemption bound (dpor)")
     c.add_argument("--depth", type=int, default=3, help="PCT bug depth")
