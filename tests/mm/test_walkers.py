@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ptlab.engine import DPOR, UPDATE, Call, Execution
+from ptlab.engine import DPOR, Execution
 from ptlab.kernel import GFP_KERNEL, Field, Kernel, KObject, alloc_pages, spin_lock, spin_unlock
 from ptlab.mm.gup import gup_fast_pte_range
-from ptlab.mm.pgtable_generic import pte_offset_map, pte_unmap, ptep_get
+from ptlab.mm.pgtable_generic import pmdp_huge_get_and_clear, pte_offset_map, pte_unmap, ptep_get
 from ptlab.mm.types import PmdTable, mm_struct, pmd_lock
 
 
@@ -15,12 +15,6 @@ class Table(KObject):
     def __init__(self) -> None:
         KObject.__init__(self, "pte table", 4096)
         self.entries = Field(self, "pte", 7)
-
-
-def _clear(pmd: Field) -> object:
-    old = pmd.value
-    pmd.value = None
-    return old
 
 
 class Walk:
@@ -58,7 +52,7 @@ class Walk:
         async def clearer() -> None:
             pml = pmd_lock(mm, pmdt)
             await spin_lock(pml)
-            await Call(pmd.fp(UPDATE), "pmdp_huge_get_and_clear(pmd)", _clear, pmd)
+            await pmdp_huge_get_and_clear(pmd)
             await spin_unlock(pml)
 
         k.run_on(0, "walker", walker())

@@ -189,7 +189,6 @@ class Execution:
         self.aborted = False
         self.reached: dict[str, None] = {}
         self.last = -1
-        self.state: dict[str, Any] = {}
 
     # -- model-facing -------------------------------------------------------
     def spawn(self, name: str, coro: Coroutine[Any, Any, Any], *, daemon: bool = False,
@@ -234,14 +233,11 @@ class Execution:
                 t.done = True
                 t.pending = None
                 if t.created != t.yielded or _unawaited:
-                    what = (_unawaited[0] if _unawaited
-                            else "an operation was created but never awaited")
-                    raise ModelError(f"{t.name}: {what} (missing 'await'?)") from None
+                    raise _missing_await(t, "") from None
                 return
             t.yielded += 1
             if t.yielded != t.created or _unawaited:
-                what = _unawaited[0] if _unawaited else "an operation was created but never awaited"
-                raise ModelError(f"{t.name}: {what} (missing 'await'?) before {op.describe()}")
+                raise _missing_await(t, " before " + op.describe())
             if op.fp or op.blocking or op.choice:
                 t.pending = op
                 return
@@ -351,6 +347,11 @@ class Execution:
             self.step(label)
         CTX.execution = None
         return ExecutionOutcome(self.ev_label, self.violation, self.aborted, list(self.reached))
+
+
+def _missing_await(t: Thread, where: str) -> ModelError:
+    what = _unawaited[0] if _unawaited else "an operation was created but never awaited"
+    return ModelError(f"{t.name}: {what} (missing 'await'?){where}")
 
 
 def _short(value: Any) -> str:

@@ -4,7 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine import UPDATE, Call
 from ..kernel import Field, rcu_read_lock, rcu_read_unlock
+
+
+def _get_and_clear(pmd: Field) -> Any:
+    pmd.owner.check(pmd.name, "Write")
+    old = pmd.value
+    pmd.value = None
+    return old
+
+
+async def pmdp_huge_get_and_clear(pmd: Field) -> Any:
+    """pmdp_huge_get_and_clear(): atomically clear the PMD, returning what it held."""
+    return await Call(pmd.fp(UPDATE), "pmdp_huge_get_and_clear(" + pmd.name + ")",
+                      _get_and_clear, pmd)
+
+
+async def pmdp_collapse_flush(pmd: Field) -> Any:
+    """pmdp_collapse_flush(): pmdp_huge_get_and_clear() and a TLB flush of the range
+    (radix tlbie on powerpc; not modelled)."""
+    return await pmdp_huge_get_and_clear(pmd)
 
 
 async def pte_offset_map(pmd: Field) -> Any:

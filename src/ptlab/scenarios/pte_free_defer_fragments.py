@@ -35,11 +35,11 @@ from ..arch.powerpc.pte_free_defer_designs import (
     pte_free_defer_pending_mask_two_masks,
     pte_free_defer_rcu_head_per_table,
 )
-from ..engine import UPDATE, Call, Execution, Model, ModelViolation
+from ..engine import Execution, Model, ModelViolation
 from ..kernel import GFP_KERNEL, Kernel, alloc_pages, rcu_barrier, spin_lock, spin_unlock
 from ..kernel.memory import Field
 from ..mm.gup import gup_fast_pte_range
-from ..mm.pgtable_generic import pte_offset_map, pte_unmap, ptep_get
+from ..mm.pgtable_generic import pmdp_collapse_flush, pte_offset_map, pte_unmap, ptep_get
 from ..mm.types import PmdTable, mm_dec_nr_ptes, mm_inc_nr_ptes, mm_struct, pmd_lock
 from .base import OK, Param, Scenario, Variant
 
@@ -68,28 +68,13 @@ DESIGNS: dict[str, Design] = {
 }
 
 
-def _xchg_none(pmd: Field) -> object:
-    pmd.owner.check(pmd.name, "Write")
-    old = pmd.value
-    pmd.value = None
-    return old
-
-
-async def pmdp_collapse_flush(pmd: Field) -> PteFragment:
-    """mm/pgtable-generic.c: pmdp_collapse_flush(): pmdp_huge_get_and_clear() and a
-    TLB flush of the range (radix tlbie; not modelled)."""
-    old = await Call(pmd.fp(UPDATE), "pmdp_huge_get_and_clear(" + pmd.name + ")", _xchg_none,
-                     pmd)
-    assert isinstance(old, PteFragment)
-    return old
-
-
 async def retract_page_table(mm: mm_struct, pmdt: PmdTable, i: int, design: Design) -> None:
     """The core of mm/khugepaged.c: retract_page_tables() (v6.6) for one table:
     clear the PMD under the PMD lock, then ``pte_free_defer()``."""
     pml = pmd_lock(mm, pmdt)
     await spin_lock(pml)
     pgt_pmd = await pmdp_collapse_flush(pmdt.entries[i])
+    assert isinstance(pgt_pmd, PteFragment)
     await spin_unlock(pml)
     await mm_dec_nr_ptes(mm)
     await design.defer(mm, pgt_pmd)
