@@ -15,6 +15,10 @@ quadratic in the length of an execution and would distort the timing.
 Usage::
 
     python bench/engine.py [--quick] [--json FILE] [--max-executions N]
+
+It measures whichever build of the engine is installed (printed as "engine build"):
+the wheel from ``pip install .`` compiles the search loop with mypyc
+(hatch_build.py); an editable install runs it as plain Python.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ptlab.engine import DPOR, Execution, Model, Var
+from ptlab.engine import BUILD, DPOR, Execution, Model, Var
 from ptlab.engine.execution import trace_signature
 from ptlab.scenarios import SCENARIOS
 
@@ -293,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} ({platform.python_implementation()}) "
           f"on {platform.system()} {platform.machine()}; "
           f"processor: {processor()}; cpu_count: {os.cpu_count()}")
+    print(f"engine build: {BUILD}" + ("" if BUILD == "mypyc" else
+          " (editable or no C compiler; `pip install .` builds the compiled engine)"))
     print(f"speed: best of {runs} plain run(s); traces: one separate run with "
           "trace_signature(); redundancy = (executions + sleep-blk) / traces")
     print()
@@ -345,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         data = {
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
+            "engine_build": BUILD,
             "platform": platform.platform(),
             "processor": processor(),
             "cpu_count": os.cpu_count(),

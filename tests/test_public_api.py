@@ -6,7 +6,8 @@ import ptlab.engine
 import ptlab.kernel
 
 ENGINE = {
-    "ACQUIRE", "ADD", "AWAIT", "CONSUME", "DPOR", "HELD", "PCT", "PEEK", "PROBE", "READ", "RELEASE",
+    "ACQUIRE", "ADD", "AWAIT", "BUILD", "CONSUME", "DPOR", "HELD", "PCT", "PEEK", "PROBE", "READ",
+    "RELEASE",
     "SIGNAL", "TRY", "UPDATE", "WRITE", "Call", "Choose", "DynamicOp", "Execution",
     "ExecutionOutcome",
     "Footprint", "Guided", "Model", "ModelError", "ModelViolation", "Op", "RandomWalk",

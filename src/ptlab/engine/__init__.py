@@ -1,6 +1,7 @@
 """The exploration engine: model threads as coroutines, and the strategies that
 schedule them.  It knows nothing of page tables."""
 
+from . import dpor as _dpor
 from .dpor import DPOR
 from .execution import (
     Execution,
@@ -45,6 +46,7 @@ __all__ = [
     "ACQUIRE",
     "ADD",
     "AWAIT",
+    "BUILD",
     "CONSUME",
     "DPOR",
     "HELD",
@@ -86,3 +88,7 @@ __all__ = [
     "new_loc",
     "shrink",
 ]
+
+# "mypyc" when the wheel was built with the compiled search loop (hatch_build.py),
+# "python" otherwise; both behave the same, the compiled one is about 1.6x faster.
+BUILD = "python" if _dpor.__file__.endswith(".py") else "mypyc"

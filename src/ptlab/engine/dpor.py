@@ -37,7 +37,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .execution import CHOICE_SHIFT, THREAD_MASK, Execution, Model, catching_unawaited
+from .execution import (
+    CHOICE_SHIFT,
+    THREAD_MASK,
+    Execution,
+    Model,
+    Prefix,
+    exploring,
+)
 from .ops import (
     ACQUIRE,
     AWAIT,
@@ -104,6 +111,7 @@ class Node:
         "cur_sub",
         "cur_thread",
         "enabled",
+        "free_leaf",
         "preempts",
         "prev",
         "sleep",
@@ -120,6 +128,7 @@ class Node:
         self.cur_fp: Footprint = ()
         self.cur_sub: list[WNode] = []
         self.cur_pre = 0
+        self.free_leaf: WNode | None = None
         self.preempts = preempts
         self.prev = prev
 
@@ -198,10 +207,6 @@ class DPOR:
         self.on_execution: Callable[[Execution], None] | None = None
 
     # -- choosing ------------------------------------------------------------
-    def forced(self, d: int) -> int:
-        """The label to replay at step d, or -1 past the shared prefix."""
-        return self.stack[d].cur if d < self.branch else -1
-
     def pick(self, ex: Execution, enabled: list[int]) -> int:
         d = len(ex.ev_thread)
         stack = self.stack
@@ -209,7 +214,9 @@ class DPOR:
             return self._take_wut(ex, stack[d], enabled, at_branch=True)
         if d > 0:
             parent = stack[d - 1]
-            pt, pf = parent.cur_thread, parent.cur_fp
+            # The footprint the parent's step had when it ran (see _commit).
+            pt, pf = parent.cur_thread, ex.ev_fp[d - 1]
+            parent.cur_fp = pf
             sleep = [q for q in parent.sleep if not dependent(q[1], q[2], pt, pf)]
             wut = parent.cur_sub
             prev = pt
@@ -249,7 +256,7 @@ class DPOR:
                 self.stats.pruned += 1
                 self.bound_hit = "preemptions"
                 continue
-            return self._commit(ex, node, ch.label, ch.children, enabled)
+            return self._commit(node, ch.label, ch.children, enabled)
         return -1
 
     def _free_choice(self, ex: Execution, node: Node, enabled: list[int]) -> int:
@@ -267,20 +274,19 @@ class DPOR:
             self.stats.pruned += 1
             self.bound_hit = "preemptions"
             return -1
-        op = ex.threads[t].pending
-        assert op is not None
-        node.wut = [WNode(t, t, op.fp)]
-        return self._commit(ex, node, t, [], enabled)
+        # Its footprint is filled in once the step has run (_analyse).
+        node.free_leaf = WNode(t, t, ())
+        node.wut = [node.free_leaf]
+        return self._commit(node, t, [], enabled)
 
-    def _commit(self, ex: Execution, node: Node, label: int, sub: list[WNode],
-                enabled: list[int]) -> int:
+    def _commit(self, node: Node, label: int, sub: list[WNode], enabled: list[int]) -> int:
+        """Take ``label`` at ``node``.  ``node.cur_fp`` is set from the executed step
+        (by the next pick, or by _analyse): a state-dependent footprint is computed
+        once per step, by the execution."""
         th = label & THREAD_MASK
         node.cur_pre = int(self._is_preemption(node, th, enabled))
-        op = ex.threads[th].pending
-        assert op is not None
         node.cur = label
         node.cur_thread = th
-        node.cur_fp = op.fp
         node.cur_sub = sub
         return label
 
@@ -300,6 +306,14 @@ class DPOR:
         # Rebuild the per-thread clocks of the shared prefix (cheap: one pass).
         for j in range(min(first_new, n)):
             thr_hb[ev_thread[j]] = hb[j]
+        # The footprints the new steps ran with (a free choice's leaf too).
+        stack = self.stack
+        for j in range(first_new, min(n, len(stack))):
+            node = stack[j]
+            node.cur_fp = ev_fp[j]
+            if node.free_leaf is not None:
+                node.free_leaf.fp = ev_fp[j]
+                node.free_leaf = None
         ev_op = ex.ev_op
         # NOTE: the (label, thread, footprint) triples every reversal copies from.
         self._evs = list(zip(ev_label, ev_thread, ev_fp, strict=True))
@@ -437,7 +451,7 @@ class DPOR:
         return False
 
     def run(self) -> Result:
-        with catching_unawaited():
+        with exploring():
             return self._run()
 
     def _run(self) -> Result:
@@ -447,11 +461,12 @@ class DPOR:
         schedule: list[int] | None = None
         reached: dict[str, None] = {}
         first_new = 0
+        prefix: Prefix | None = None
         while True:
             ex = Execution(self.make_model(), max_steps=self.max_steps)
             self._ev_thread = ex.ev_thread
             self._ev_fp = ex.ev_fp
-            out = ex.run(self)
+            out = ex.run(self, prefix)
             stats.steps += len(ex.ev_thread)
             for r in out.reached:
                 reached[r] = None
@@ -472,6 +487,7 @@ class DPOR:
             if not self._backtrack():
                 break
             first_new = self.branch
+            prefix = Prefix(ex, first_new)
             if self.max_executions is not None and stats.executions >= self.max_executions:
                 self.bound_hit = self.bound_hit or "executions"
                 break

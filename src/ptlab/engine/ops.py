@@ -197,6 +197,16 @@ class DynamicOp(Op):
     def footprint(self) -> Footprint:
         return self.base
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # NOTE: ``fp`` is read for every step; making each subclass's property call
+        # its footprint() directly saves a call per read.
+        setattr(cls, "fp", property(cls.footprint, _set_base))  # noqa: B010
+
+
+def _set_base(op: DynamicOp, value: Footprint) -> None:
+    op.base = value
+
 
 class Call(Op):
     """A generic step: ``fn(*args)`` run atomically with footprint ``fp``.
@@ -208,7 +218,11 @@ class Call(Op):
     __slots__ = ("args", "fn", "label")
 
     def __init__(self, fp: Footprint, label: str, fn: Callable[..., Any], *args: Any) -> None:
-        Op.__init__(self, fp)
+        # NOTE: Op.__init__ inlined: most steps are Calls.
+        self.fp = fp
+        t = CTX.thread
+        if t is not None:
+            t.created += 1
         self.fn = fn
         self.args = args
         self.label = label
@@ -293,10 +307,10 @@ class Var:
         self._wfp: Footprint = ((self.loc, WRITE),)
 
     def load(self) -> Op:
-        return Call(self._rfp, "READ_ONCE(" + self.name + ")", self._get)
+        return Call(self._rfp, "READ_ONCE({0.name})", Var._get, self)
 
     def store(self, value: Any) -> Op:
-        return Call(self._wfp, "WRITE_ONCE(" + self.name + ", {0!r})", self._set, value)
+        return Call(self._wfp, "WRITE_ONCE({0.name}, {1!r})", Var._set, self, value)
 
     def _get(self) -> Any:
         return self.value

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable
 
-from .execution import CHOICE_SHIFT, Execution, Model, catching_unawaited
+from .execution import CHOICE_SHIFT, Execution, Model, exploring
 from .result import Result, Stats
 
 
@@ -43,7 +43,7 @@ class _Sampler:
         return t
 
     def run(self) -> Result:
-        with catching_unawaited():
+        with exploring():
             return self._run()
 
     def _run(self) -> Result:

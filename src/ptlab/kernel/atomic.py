@@ -20,6 +20,9 @@ class atomic_t(Field):
         self.value += delta
         return int(self.value)
 
+    def _sub(self, i: int) -> int:
+        return self._rmw(-i)
+
     def _or(self, mask: int) -> int:
         self.owner.check(self.name, "Write")
         old = int(self.value)
@@ -40,54 +43,57 @@ class atomic_t(Field):
 
 
 def atomic_read(v: atomic_t) -> Op:
-    return Call(v.fp(READ), "atomic_read(&" + v.name + ")", v._get)
+    return Call(v.fp(READ), "atomic_read(&{0.name})", atomic_t._get, v)
 
 
 def atomic_set(v: atomic_t, i: int) -> Op:
-    return Call(v.fp(WRITE), "atomic_set(&" + v.name + ", {0})", v._set, i)
+    return Call(v.fp(WRITE), "atomic_set(&{0.name}, {1})", atomic_t._set, v, i)
 
 
 def atomic_add_return(i: int, v: atomic_t) -> Op:
-    return Call(v.fp(UPDATE), "atomic_add_return({0}, &" + v.name + ")", v._rmw, i)
+    return Call(v.fp(UPDATE), "atomic_add_return({1}, &{0.name})", atomic_t._rmw, v, i)
 
 
 def atomic_sub_return(i: int, v: atomic_t) -> Op:
-    return Call(v.fp(UPDATE), "atomic_sub_return(" + str(i) + ", &" + v.name + ")",
-                v._rmw, -i)
+    return Call(v.fp(UPDATE), "atomic_sub_return({1}, &{0.name})", atomic_t._sub, v, i)
 
 
 def atomic_fetch_add(i: int, v: atomic_t) -> Op:
-    return Call(v.fp(UPDATE), "atomic_fetch_add({0}, &" + v.name + ")", v._fetch_add, i)
+    return Call(v.fp(UPDATE), "atomic_fetch_add({1}, &{0.name})", atomic_t._fetch_add, v, i)
 
 
 def atomic_fetch_or(i: int, v: atomic_t) -> Op:
-    return Call(v.fp(UPDATE), "atomic_fetch_or({0:#x}, &" + v.name + ")", v._or, i)
+    return Call(v.fp(UPDATE), "atomic_fetch_or({1:#x}, &{0.name})", atomic_t._or, v, i)
 
 
 def atomic_xchg(v: atomic_t, new: int) -> Op:
-    return Call(v.fp(UPDATE), "atomic_xchg(&" + v.name + ", {0})", v._xchg, new)
+    return Call(v.fp(UPDATE), "atomic_xchg(&{0.name}, {1})", atomic_t._xchg, v, new)
 
 
 def atomic_add(i: int, v: atomic_t) -> Op:
-    return Call(v.fp(ADD), "atomic_add({0}, &" + v.name + ")", v._rmw, i)
+    return Call(v.fp(ADD), "atomic_add({1}, &{0.name})", atomic_t._rmw, v, i)
 
 
 def atomic_inc(v: atomic_t) -> Op:
-    return Call(v.fp(ADD), "atomic_inc(&" + v.name + ")", v._rmw, 1)
+    return Call(v.fp(ADD), "atomic_inc(&{0.name})", atomic_t._rmw, v, 1)
 
 
 def atomic_dec(v: atomic_t) -> Op:
-    return Call(v.fp(ADD), "atomic_dec(&" + v.name + ")", v._rmw, -1)
+    return Call(v.fp(ADD), "atomic_dec(&{0.name})", atomic_t._rmw, v, -1)
 
 
 def _is_zero_after(v: atomic_t, delta: int) -> bool:
     return v._rmw(delta) == 0
 
 
+def _is_zero_after_sub(v: atomic_t, i: int) -> bool:
+    return v._rmw(-i) == 0
+
+
 def atomic_dec_and_test(v: atomic_t) -> Op:
-    return Call(v.fp(UPDATE), "atomic_dec_and_test(&" + v.name + ")", _is_zero_after, v, -1)
+    return Call(v.fp(UPDATE), "atomic_dec_and_test(&{0.name})", _is_zero_after, v, -1)
 
 
 def atomic_sub_and_test(i: int, v: atomic_t) -> Op:
-    return Call(v.fp(UPDATE), "atomic_sub_and_test(" + str(i) + ", &" + v.name + ")",
-                _is_zero_after, v, -i)
+    return Call(v.fp(UPDATE), "atomic_sub_and_test({1}, &{0.name})", _is_zero_after_sub,
+                v, i)

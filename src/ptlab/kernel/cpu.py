@@ -75,9 +75,8 @@ class CPU:
 
 
 def this_cpu() -> CPU:
-    t = current_thread()
-    cpu = getattr(t, "ctx", None) if t is not None else None
-    if not isinstance(cpu, CPU):
+    cpu = getattr(current_thread(), "ctx", None)
+    if cpu.__class__ is not CPU:
         raise ModelViolation("bad-context", "a per-CPU primitive was used outside a CPU thread")
     return cpu
 

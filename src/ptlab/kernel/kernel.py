@@ -12,26 +12,20 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from ..engine import Execution, ModelViolation
+from ..engine import Execution
 from .cpu import CPU, lockdep_assert_idle
+from .current import current_kernel, set_current_kernel
 from .page_alloc import Allocator
 from .rcu import RCU
 from .smp import SMP
 
-_current: Kernel | None = None
-
-
-def current_kernel() -> Kernel:
-    if _current is None:
-        raise ModelViolation("bad-context", "no kernel has been booted in this execution")
-    return _current
+__all__ = ["Kernel", "current_kernel"]
 
 
 class Kernel:
     def __init__(self, ex: Execution, ncpus: int, *, fail_nowait: bool = False,
                  ipis: bool = True) -> None:
-        global _current
-        _current = self
+        set_current_kernel(self)
         self.ex = ex
         # The last CPU runs RCU callbacks (softirq / rcuc); the others run tasks.
         self.cpus = [CPU(self, i) for i in range(ncpus + 1)]
@@ -50,11 +44,5 @@ class Kernel:
         """Run ``body`` as the task on CPU ``cpu_idx``; it must leave the CPU idle."""
         cpu = self.cpus[cpu_idx]
         cpu.thread_name = name
-
-        async def task() -> None:
-            await body
-            lockdep_assert_idle(cpu)
-
-        # Call chains in reports start at the task's name, not at this wrapper.
-        task.__code__ = task.__code__.replace(co_name=name.split("/")[0])
-        self.ex.spawn(name, task(), lane=f"cpu{cpu_idx}", ctx=cpu)
+        self.ex.spawn(name, body, lane=f"cpu{cpu_idx}", ctx=cpu,
+                      on_exit=lambda: lockdep_assert_idle(cpu))

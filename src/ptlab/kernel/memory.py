@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import READ, WRITE, Call, Footprint, ModelViolation, Op, current_stack, new_loc
-from ..engine.execution import recording_stacks
+from ..engine.coro import recording_stacks
 
 # Call chains are kept only in traced executions (see recording_stacks()).
 _UNRECORDED = ["(call chain recorded on replay)"]
@@ -119,11 +119,13 @@ class Field:
     def fp(self, kind: int) -> Footprint:
         return ((self.loc, kind), (self.owner.alive, READ))
 
+    # NOTE: unbound functions and label templates: no bound method and no string
+    # is built per access (labels are formatted only for traces).
     def load(self) -> Op:
-        return Call(self._rfp, "READ_ONCE(" + self.name + ")", self._get)
+        return Call(self._rfp, "READ_ONCE({0.name})", Field._get, self)
 
     def store(self, value: Any) -> Op:
-        return Call(self._wfp, "WRITE_ONCE(" + self.name + ", {0!r})", self._set, value)
+        return Call(self._wfp, "WRITE_ONCE({0.name}, {1!r})", Field._set, self, value)
 
     def _get(self) -> Any:
         self.owner.check(self.name)

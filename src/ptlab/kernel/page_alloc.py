@@ -24,6 +24,7 @@ from ..engine import (
     new_loc,
 )
 from .atomic import atomic_t
+from .current import current_kernel
 from .memory import Field, KObject
 from .rcu import rcu_head
 
@@ -68,9 +69,10 @@ class Page(KObject):
         self.flags = Field(self, "page->flags", 0)
         self._refcount = atomic_t(self, "page->_refcount", 1)
         self.pt_frag_refcount = atomic_t(self, "ptdesc->pt_frag_refcount", 0)
-        self.pt_rcu_head = rcu_head(self, f"ptdesc(pfn {pfn:#x})->pt_rcu_head")
-        self.pt_list = UnionView(self.pt_rcu_head, f"ptdesc(pfn {pfn:#x})->pt_list")
-        self.pmd_huge_pte = UnionView(self.pt_rcu_head, f"ptdesc(pfn {pfn:#x})->pmd_huge_pte")
+        ptdesc = f"ptdesc(pfn {pfn:#x})"
+        self.pt_rcu_head = rcu_head(self, ptdesc + "->pt_rcu_head")
+        self.pt_list = UnionView(self.pt_rcu_head, ptdesc + "->pt_list")
+        self.pmd_huge_pte = UnionView(self.pt_rcu_head, ptdesc + "->pmd_huge_pte")
         self.memcg = memcg
         self.payload: Any = None   # what the page holds (a table's fragments)
         self.private: Any = None   # page->private
@@ -109,11 +111,11 @@ class UnionView:
 
     def load(self) -> Op:
         return Call(((self.head.loc, READ), (self.head.owner.alive, READ)),
-                    "READ(" + self.name + ")", self._get)
+                    "READ({0.name})", UnionView._get, self)
 
     def store(self, value: Any) -> Op:
         return Call(((self.head.loc, WRITE), (self.head.owner.alive, READ)),
-                    "WRITE(" + self.name + ", {0!r})", self._set, value)
+                    "WRITE({0.name}, {1!r})", UnionView._set, self, value)
 
 
 class Allocator:
@@ -138,8 +140,6 @@ class Allocator:
 
 
 def _allocator() -> Allocator:
-    from .kernel import current_kernel
-
     return current_kernel().alloc
 
 

@@ -40,7 +40,8 @@ from ..engine import (
     current_stack,
     new_loc,
 )
-from ..engine.execution import recording_stacks
+from ..engine.coro import recording_stacks
+from .current import current_kernel
 from .memory import _UNRECORDED, KObject
 
 RcuCallback = Callable[["rcu_head"], Awaitable[None]]
@@ -101,7 +102,10 @@ class RCU:
     # -- grace-period kthread ------------------------------------------------
     def _gp_needed(self) -> bool:
         s = self.gp_seq
-        return any(cb.snap > s for cb in self.pending)
+        for cb in self.pending:
+            if cb.snap > s:
+                return True
+        return False
 
     def _gp_init(self) -> None:
         self.gp_seq += 1
@@ -211,8 +215,6 @@ class _InvokeChoice(DynamicOp):
 
 
 def _rcu() -> RCU:
-    from .kernel import current_kernel
-
     return current_kernel().rcu
 
 

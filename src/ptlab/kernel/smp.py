@@ -26,6 +26,7 @@ from ..engine import (
     new_loc,
 )
 from .cpu import CPU, this_cpu
+from .current import current_kernel
 
 SmpFunc = Callable[[Any], None]
 
@@ -120,8 +121,6 @@ class _Send(DynamicOp):
 
 
 def _smp() -> SMP:
-    from .kernel import current_kernel
-
     return current_kernel().smp
 
 
