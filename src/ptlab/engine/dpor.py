@@ -214,9 +214,8 @@ class DPOR:
             return self._take_wut(ex, stack[d], enabled, at_branch=True)
         if d > 0:
             parent = stack[d - 1]
-            # The footprint the parent's step had when it ran (see _commit).
+            # The footprint the parent's step ran with (_analyse records it on the node).
             pt, pf = parent.cur_thread, ex.ev_fp[d - 1]
-            parent.cur_fp = pf
             sleep = [q for q in parent.sleep if not dependent(q[1], q[2], pt, pf)]
             wut = parent.cur_sub
             prev = pt
@@ -281,8 +280,8 @@ class DPOR:
 
     def _commit(self, node: Node, label: int, sub: list[WNode], enabled: list[int]) -> int:
         """Take ``label`` at ``node``.  ``node.cur_fp`` is set from the executed step
-        (by the next pick, or by _analyse): a state-dependent footprint is computed
-        once per step, by the execution."""
+        by _analyse: a state-dependent footprint is computed once per step, by the
+        execution."""
         th = label & THREAD_MASK
         node.cur_pre = int(self._is_preemption(node, th, enabled))
         node.cur = label

@@ -297,7 +297,8 @@ class Execution:
             self._resume(t, value)
         except ModelViolation as v:
             self._violate(v, t)
-        CTX.thread = None
+        finally:
+            CTX.thread = None
 
     def _violate(self, v: ModelViolation, t: Thread | None) -> None:
         self.violation = Violation(v.kind, v.message, v.report,

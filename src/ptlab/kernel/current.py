@@ -10,14 +10,15 @@ from ..engine import ModelViolation
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-_current: list[Kernel] = []
+_current: Kernel | None = None
 
 
 def set_current_kernel(kernel: Kernel) -> None:
-    _current[:] = [kernel]
+    global _current
+    _current = kernel
 
 
 def current_kernel() -> Kernel:
-    if not _current:
+    if _current is None:
         raise ModelViolation("bad-context", "no kernel has been booted in this execution")
-    return _current[0]
+    return _current
