@@ -806,3 +806,20 @@ def test_zz_report(record_property: Callable[[str, object], None]) -> None:
                         f"sleep_blocked={sleep} infeasible={infeas} redundant_programs={red}")
     print("\nDPOR executions vs distinct Mazurkiewicz traces (brute force), passing programs:")
     print("\n".join(lines))
+
+
+# Found by Hypothesis in CI (2026-11-21), on the pre-existing engine as well as the
+# current one: three threads, one lock.  t2's trylock succeeds and it waits forever,
+# t1's trylock fails, t0 blocks in lock(): a deadlock with t0 and t2 unfinished that
+# brute force reaches and DPOR does not explore.  A known soundness gap (a thread
+# blocked for good on a lock whose holder waits forever, behind a failed trylock);
+# strict, so that fixing it turns this into a failure to remove.
+BUG_E = Program(2, 1, ((Locked(0, (Wait(0, 0),)),),
+                       (TryLocked(0, 0, (Wait(0, 1),)),),
+                       (TryLocked(0, 0, (Wait(1, 1),)),)))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="known gap: DPOR misses a deadlock behind a failed trylock")
+def test_known_gap_deadlock_behind_failed_trylock() -> None:
+    check_program(BUG_E)
