@@ -34,7 +34,7 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         self._tmp = tempfile.mkdtemp(prefix="ptlab-mypyc-")
         try:
             built = self._compile(Path(self._tmp))
-        except BaseException as e:  # no compiler, no headers, mypyc refused: stay pure
+        except (Exception, SystemExit) as e:  # no compiler or headers, mypyc refused (it exits)
             self.app.display_warning(f"ptlab: mypyc build failed ({type(e).__name__}: {e}); "
                                      "building the pure-Python engine")
             return
