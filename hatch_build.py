@@ -1,7 +1,7 @@
 """Wheel build hook: compile the exploration engine's hot loop with mypyc.
 
-``dpor.py`` and ``execution.py`` are plain, ``mypy --strict`` Python; mypyc turns
-them into a C extension that runs the search about 1.5x faster.  The wheel keeps
+``dpor.py``, ``execution.py`` and ``snapshot.py`` are plain, ``mypy --strict``
+Python; mypyc turns them into a C extension that runs the search about 1.5x faster.  The wheel keeps
 the ``.py`` files, so when no C compiler is at hand (or ``PTLAB_PURE_PYTHON=1``)
 the build says so and ships the pure-Python engine, which behaves the same.
 Editable installs are never compiled: an extension module beside its source would
@@ -19,7 +19,8 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-COMPILED = ("ptlab/engine/dpor.py", "ptlab/engine/execution.py")
+COMPILED = ("ptlab/engine/dpor.py", "ptlab/engine/execution.py",
+            "ptlab/engine/snapshot.py")
 
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]

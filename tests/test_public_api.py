@@ -11,7 +11,8 @@ ENGINE = {
     "SIGNAL", "TRY", "UPDATE", "WRITE", "Call", "Choose", "DynamicOp", "Execution",
     "ExecutionOutcome",
     "Footprint", "Guided", "Model", "ModelError", "ModelViolation", "Op", "RandomWalk",
-    "Replay", "Result", "ScheduleError", "Stats", "Thread", "TraceStep", "Var", "Violation",
+    "Replay", "Result", "ScheduleError", "SetupCache", "Snapshot", "Stats", "Thread",
+    "TraceStep", "Var", "Violation",
     "WaitUntil", "context_switches", "current_stack", "current_thread", "decode", "encode",
     "new_loc", "shrink",
 }

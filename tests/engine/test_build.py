@@ -9,13 +9,14 @@ import os
 import pytest
 
 import ptlab.engine
-from ptlab.engine import dpor, execution
+from ptlab.engine import dpor, execution, snapshot
 
 
 def test_build_names_the_modules_in_use() -> None:
-    compiled = [not m.__file__.endswith(".py") for m in (dpor, execution) if m.__file__]
+    compiled = [not m.__file__.endswith(".py") for m in (dpor, execution, snapshot)
+                if m.__file__]
     assert ptlab.engine.BUILD == ("mypyc" if all(compiled) else "python")
-    assert len(set(compiled)) == 1, "dpor and execution must come from the same build"
+    assert len(set(compiled)) == 1, "the compiled modules must come from the same build"
 
 
 def test_the_build_ci_asked_for() -> None:

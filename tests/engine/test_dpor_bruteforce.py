@@ -284,6 +284,11 @@ class TryLock(Op):
     def fp(self, value: Footprint) -> None:
         pass
 
+    @property
+    def fp_bound(self) -> Footprint:
+        # Moved elsewhere by a reversal, it may succeed: the widest footprint.
+        return ((self.lock.loc, TRY),)
+
     def run(self, choice: int) -> bool:
         if self.lock.holder is None:
             self.lock.holder = self.tid
@@ -808,18 +813,17 @@ def test_zz_report(record_property: Callable[[str, object], None]) -> None:
     print("\n".join(lines))
 
 
-# Found by Hypothesis in CI (2026-11-21), on the pre-existing engine as well as the
-# current one: three threads, one lock.  t2's trylock succeeds and it waits forever,
-# t1's trylock fails, t0 blocks in lock(): a deadlock with t0 and t2 unfinished that
-# brute force reaches and DPOR does not explore.  A known soundness gap (a thread
-# blocked for good on a lock whose holder waits forever, behind a failed trylock);
-# strict, so that fixing it turns this into a failure to remove.
+# Found by Hypothesis in CI (2026-11-21): three threads, one lock.  t2's trylock
+# succeeds and it waits forever, t1's trylock fails, t0 blocks in lock(): a deadlock
+# brute force reaches and DPOR did not.  The fault was this file's TryLock: its
+# fp_bound was its current footprint, read after the execution, when the lock was
+# held, so t2's trylock moved before t0's acquire was assumed to fail (HELD), which
+# commutes with t1's failed trylock already scheduled there.  A state-dependent op
+# must give its widest footprint as fp_bound (ops.Op.fp_bound).
 BUG_E = Program(2, 1, ((Locked(0, (Wait(0, 0),)),),
                        (TryLocked(0, 0, (Wait(0, 1),)),),
                        (TryLocked(0, 0, (Wait(1, 1),)),)))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known gap: DPOR misses a deadlock behind a failed trylock")
-def test_known_gap_deadlock_behind_failed_trylock() -> None:
+def test_bug_deadlock_behind_failed_trylock() -> None:
     check_program(BUG_E)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ptlab.check import CheckSpec, run_check
-from ptlab.engine import DPOR, Execution
+from ptlab.engine import DPOR, Execution, SetupCache
 from ptlab.scenarios import OK, SCENARIOS
 from ptlab.scenarios import pte_free_defer_fragments as pfd
 
@@ -75,3 +75,22 @@ def test_accounting_is_checked_in_every_execution() -> None:
     params = SC.resolve("pg-active", {"gup_walkers": 0})
     r = DPOR(lambda: Spy(pfd.DESIGNS["pg-active"], params)).run()
     assert r.exhaustive and len(seen) == r.executions and set(seen) == {0}
+
+
+@pytest.mark.parametrize("variant", ["pg-active", "rcu-head-per-table"])
+def test_cloned_set_up_explores_exactly_what_a_fresh_one_does(variant: str) -> None:
+    """The search clones one snapshot of set-up per execution (SetupCache); building
+    it afresh every time must give the same executions, in the same order."""
+    params = SC.resolve(variant, {})
+    design = pfd.DESIGNS[variant]
+
+    def explore(cache: SetupCache[pfd.SetupState] | None) -> list[tuple[int, ...]]:
+        labels: list[tuple[int, ...]] = []
+        dpor = DPOR(lambda: pfd.PteFreeDeferModel(design, params, cache),
+                    stop_on_violation=False, max_executions=400)
+        dpor.on_execution = lambda ex: labels.append(tuple(ex.ev_label))
+        dpor.run()
+        return labels
+
+    fresh = explore(None)
+    assert len(fresh) > 50 and explore(SetupCache()) == fresh

@@ -41,6 +41,7 @@ from .ops import (
 from .result import Result, Stats
 from .sampling import PCT, RandomWalk
 from .schedule import Guided, Replay, ScheduleError, context_switches, decode, encode, shrink
+from .snapshot import SetupCache, Snapshot
 
 __all__ = [
     "ACQUIRE",
@@ -74,6 +75,8 @@ __all__ = [
     "Replay",
     "Result",
     "ScheduleError",
+    "SetupCache",
+    "Snapshot",
     "Stats",
     "Thread",
     "TraceStep",

@@ -163,8 +163,10 @@ class Op:
     def fp_bound(self) -> Footprint:
         """The footprint to assume for this op at another place in the schedule.
 
-        Ops whose footprint depends on the state (a trylock is TRY or PEEK) return
-        one that conflicts with everything any of their footprints conflicts with.
+        Ops whose footprint depends on the state (a trylock is TRY or HELD) must
+        override it with one that conflicts with everything any of their footprints
+        conflicts with: the explorer reads it after the execution ended, when the
+        state no longer says what the op would do elsewhere.
         """
         return self.fp
 

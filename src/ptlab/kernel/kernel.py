@@ -5,6 +5,10 @@ that stand for the kernel's own machinery (the RCU grace-period kthread, each
 CPU's quiescent-state reports and interrupt entry, the callback invoker).  Model
 code reaches it through :func:`current_kernel` and :func:`this_cpu`, the way
 kernel code reaches per-CPU data.
+
+``Kernel(None, ncpus)`` creates the state only, for a set-up that a search takes
+once and clones for every execution (:class:`ptlab.engine.SetupCache`); the copy
+is then started with :meth:`Kernel.boot`.
 """
 
 from __future__ import annotations
@@ -23,19 +27,33 @@ __all__ = ["Kernel", "current_kernel"]
 
 
 class Kernel:
-    def __init__(self, ex: Execution, ncpus: int, *, fail_nowait: bool = False,
+    def __init__(self, ex: Execution | None, ncpus: int, *, fail_nowait: bool = False,
                  ipis: bool = True) -> None:
         set_current_kernel(self)
-        self.ex = ex
         # The last CPU runs RCU callbacks (softirq / rcuc); the others run tasks.
         self.cpus = [CPU(self, i) for i in range(ncpus + 1)]
         self.rcu_cpu = self.cpus[-1]
         self.rcu = RCU(self.cpus)
         self.smp = SMP(self.cpus)
         self.alloc = Allocator(fail_nowait)
+        self.ipis = ipis
+        self._ex: Execution | None = None
+        if ex is not None:
+            self.boot(ex)
+
+    @property
+    def ex(self) -> Execution:
+        if self._ex is None:
+            raise RuntimeError("Kernel.boot() has not run")
+        return self._ex
+
+    def boot(self, ex: Execution) -> None:
+        """Make this the current kernel of ``ex`` and start its own threads."""
+        set_current_kernel(self)
+        self._ex = ex
         ex.spawn("rcu_gp", self.rcu.rcu_gp_kthread(), daemon=True, lane="rcu")
         ex.spawn("rcu_cb", self.rcu.rcu_do_batch(), daemon=True, lane="rcu", ctx=self.rcu_cpu)
-        if ipis:
+        if self.ipis:
             for cpu in self.cpus:
                 ex.spawn(f"ipi/{cpu.idx}", self.smp.ipi_handler(cpu), daemon=True,
                          lane=f"cpu{cpu.idx}", ctx=cpu)

@@ -35,7 +35,7 @@ from ..arch.powerpc.pte_free_defer_designs import (
     pte_free_defer_pending_mask_two_masks,
     pte_free_defer_rcu_head_per_table,
 )
-from ..engine import Execution, Model, ModelViolation
+from ..engine import Execution, Model, ModelViolation, SetupCache
 from ..kernel import GFP_KERNEL, Kernel, alloc_pages, rcu_barrier, spin_lock, spin_unlock
 from ..kernel.memory import Field
 from ..mm.gup import gup_fast_pte_range
@@ -96,37 +96,60 @@ async def gup_walker(pmd: Field, ex: Execution) -> None:
         ex.sometimes("GUP-fast found its table gone and backed off")
 
 
+@dataclass
+class SetupState:
+    """What set-up leaves behind: the same for every execution of a search."""
+
+    kernel: Kernel
+    mm: mm_struct
+    pmdt: PmdTable
+    tables: list[PteFragment]
+
+
 class PteFreeDeferModel:
-    def __init__(self, design: Design, params: dict[str, int]) -> None:
+    def __init__(self, design: Design, params: dict[str, int],
+                 cache: SetupCache[SetupState] | None = None) -> None:
         self.design = design
         self.nfrag = params["fragments"]
         self.nrcu = params["rcu_walkers"]
         self.ngup = params["gup_walkers"]
+        self.cache = cache
 
-    def build(self, ex: Execution) -> None:
+    def setup(self, ex: Execution) -> SetupState:
+        """One mm, a PMD table, and ``fragments`` PTE tables from pte_fragment_alloc(),
+        each installed in its own PMD entry (pmd_populate())."""
         nfrag, design = self.nfrag, self.design
-        k = Kernel(ex, nfrag + self.nrcu + self.ngup, fail_nowait=design.may_fail,
+        k = Kernel(None, nfrag + self.nrcu + self.ngup, fail_nowait=design.may_fail,
                    ipis=design.may_fail)
-        self.kernel = k
-        self.mm = mm = mm_struct()
+        mm = mm_struct()
 
-        async def setup() -> list[PteFragment]:
+        async def setup() -> SetupState:
             pmd_page = await alloc_pages(GFP_KERNEL)
             assert pmd_page is not None
-            self.pmdt = PmdTable(pmd_page, nfrag)
+            pmdt = PmdTable(pmd_page, nfrag)
             tables = []
             for i in range(nfrag):
                 pte = await pte_fragment_alloc(mm, 0, nfrag)
                 assert pte is not None
                 if design.side_structure and pte.index == 0:
                     await alloc_page64k(pte.page, nfrag)
-                await self.pmdt.entries[i].store(pte)  # pmd_populate()
+                await pmdt.entries[i].store(pte)  # pmd_populate()
                 await mm_inc_nr_ptes(mm)
                 tables.append(pte)
-            return tables
+            return SetupState(k, mm, pmdt, tables)
 
-        self.tables: list[PteFragment] = ex.run_sync(setup(), k.cpus[0])
+        state: SetupState = ex.run_sync(setup(), k.cpus[0])
+        return state
+
+    def build(self, ex: Execution) -> None:
+        nfrag, design = self.nfrag, self.design
+        st = self.cache.get(lambda: self.setup(ex)) if self.cache else self.setup(ex)
+        self.kernel = k = st.kernel
+        self.mm = mm = st.mm
+        self.pmdt = st.pmdt
+        self.tables = st.tables
         self.pmd_page = self.pmdt.page
+        k.boot(ex)
         for i in range(nfrag):
             k.run_on(i, f"khugepaged/{i}", retract_page_table(mm, self.pmdt, i, design))
         for w in range(self.nrcu):
@@ -168,7 +191,8 @@ class PteFreeDeferModel:
 
 def _make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
     design = DESIGNS[variant]
-    return lambda: PteFreeDeferModel(design, params)
+    cache: SetupCache[SetupState] = SetupCache()
+    return lambda: PteFreeDeferModel(design, params, cache)
 
 
 def _doc(fn: Callable[..., object]) -> str:
