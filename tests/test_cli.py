@@ -147,3 +147,21 @@ def test_check_all_matches_every_expected_verdict(capsys: pytest.CaptureFixture[
     assert code == 0, out
     assert "MISMATCH" not in out
     assert "exhaustive" in out
+
+
+def test_simulate_prints_the_vmpte_deltas(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "workloads/vmpte-1g-at-16t.toml", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["vmpte_delta_kib"] for s in doc["steps"]] == [0, 2056, 8, 0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "nope.toml"], "cannot read workload"),
+    (["simulate", "workloads/vmpte-1g-at-16t.toml", "--arch", "vax"], "unknown --arch 'vax'"),
+    (["simulate", "workloads/vmpte-1g-at-16t.toml", "--kernel", "v2.4"], "unknown --kernel"),
+])
+def test_simulate_bad_input(argv: list[str], message: str,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

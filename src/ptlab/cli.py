@@ -1,4 +1,4 @@
-"""The ``ptlab`` command: list, check, replay.  Only wiring."""
+"""The ``ptlab`` command: list, check, replay, simulate.  Only wiring."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from .check import (
     trace_file,
     write_atomic,
 )
-from .engine import ModelError, context_switches, encode
+from .engine import ModelError, ModelViolation, context_switches, encode
 from .report import render_steps_long, render_table, render_trace
 from .scenarios import SCENARIOS
+from .simulate import SimResult, WorkloadError, parse_workload, simulate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,6 +176,46 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 1
 
 
+def _render_sim(res: SimResult) -> str:
+    levels = list(res.steps[0].tables) if res.steps else []
+    head = ["step", "what", "VmPTE kB", "delta kB", *[f"{lv} tables" for lv in levels],
+            "NR_PAGETABLE", "RSS pages", "faults", "GPs", "IPIs", "deferred B"]
+    rows = [[str(s.index), s.what, str(s.vmpte_kib), f"{s.vmpte_delta_kib:+d}",
+             *[str(s.tables[lv]) for lv in levels], str(s.nr_pagetable), str(s.rss_pages),
+             str(s.faults), str(s.grace_periods), str(s.ipis_sent), str(s.deferred_bytes)]
+            for s in res.steps]
+    return (f"== simulate {res.workload} on {res.arch}, kernel {res.kernel}\n"
+            + render_table(head, rows) + "\ncounters oracle: every counter balanced after "
+            "every step")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .arch.geometry import ARCHES
+    from .config import ERAS
+
+    if args.arch is not None and args.arch not in ARCHES:
+        raise InputError(f"unknown --arch {args.arch!r} (valid: {', '.join(ARCHES)})")
+    if args.kernel is not None and args.kernel not in ERAS:
+        raise InputError(f"unknown --kernel {args.kernel!r} (valid: {', '.join(ERAS)})")
+    try:
+        with open(args.workload, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise InputError(f"cannot read workload {args.workload!r}: {e.strerror}") from None
+    try:
+        res = simulate(parse_workload(args.workload, text), args.arch, args.kernel)
+    except WorkloadError as e:
+        raise InputError(str(e)) from None
+    except ModelViolation as e:
+        sys.stderr.write(f"ptlab: the model broke a rule: {e.kind}: {e.message}\n")
+        return 1
+    if args.json:
+        print(json.dumps(res.as_dict(), indent=2))
+    else:
+        print(_render_sim(res))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ptlab", description="Model and check the Linux page-table lifecycle.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -198,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")
     r = sub.add_parser("replay", help="re-run a saved trace")
     r.add_argument("file")
+    m = sub.add_parser("simulate", help="run a workload sequentially and report the counters")
+    m.add_argument("workload", help="a TOML workload (docs/workloads.md)")
+    m.add_argument("--arch", help="override the workload's architecture")
+    m.add_argument("--kernel", help="override the workload's kernel era")
+    m.add_argument("--json", action="store_true")
     return p
 
 
@@ -216,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.max_steps is not None and args.max_steps < 1:
                 raise InputError("--max-steps must be at least 1")
             return _cmd_check(args)
+        if args.cmd == "simulate":
+            return _cmd_simulate(args)
         return _cmd_replay(args)
     except InputError as e:
         sys.stderr.write(f"ptlab: error: {e}\n")

@@ -98,12 +98,15 @@ class ModelError(Exception):
 class _Context:
     """Who is running now.  Set by the execution driving the coroutines."""
 
-    __slots__ = ("execution", "setup_locs", "thread")
+    __slots__ = ("execution", "inline", "setup_locs", "thread")
 
     def __init__(self) -> None:
         self.thread: Any = None
         self.setup_locs = 0
         self.execution: Any = None
+        # Set while code runs outside any schedule (set-up, a sequential
+        # simulation): an awaited op then runs at once instead of yielding.
+        self.inline = False
 
 
 CTX = _Context()
@@ -154,6 +157,12 @@ class Op:
             t.created += 1
 
     def __await__(self) -> Generator[Op, Any, Any]:
+        if CTX.inline:
+            # NOTE: no scheduler to hand the op to: running it here spares the
+            # suspension of every coroutine on the await chain.
+            if self.blocking and not self.enabled():
+                raise ModelError(f"{self.describe()} would block outside a schedule")
+            return self.run(0)
         return (yield self)
 
     def enabled(self) -> bool:

@@ -6,6 +6,10 @@ CPU's quiescent-state reports and interrupt entry, the callback invoker).  Model
 code reaches it through :func:`current_kernel` and :func:`this_cpu`, the way
 kernel code reaches per-CPU data.
 
+``Kernel(None, ncpus, sequential=True)`` is a kernel for a sequential simulation:
+no engine threads; IPIs are taken at once and grace periods pass when the
+simulation says so (:func:`ptlab.kernel.rcu.rcu_sequential_gp`).
+
 ``Kernel(None, ncpus)`` creates the state only, for a set-up that a search takes
 once and clones for every execution (:class:`ptlab.engine.SetupCache`); the copy
 is then started with :meth:`Kernel.boot`.
@@ -28,7 +32,7 @@ __all__ = ["Kernel", "current_kernel"]
 
 class Kernel:
     def __init__(self, ex: Execution | None, ncpus: int, *, fail_nowait: bool = False,
-                 ipis: bool = True) -> None:
+                 ipis: bool = True, sequential: bool = False) -> None:
         set_current_kernel(self)
         # The last CPU runs RCU callbacks (softirq / rcuc); the others run tasks.
         self.cpus = [CPU(self, i) for i in range(ncpus + 1)]
@@ -37,6 +41,7 @@ class Kernel:
         self.smp = SMP(self.cpus)
         self.alloc = Allocator(fail_nowait)
         self.ipis = ipis
+        self.sequential = sequential
         self._ex: Execution | None = None
         if ex is not None:
             self.boot(ex)

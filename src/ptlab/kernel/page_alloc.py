@@ -128,6 +128,9 @@ class Allocator:
         self.objects: list[KObject] = []
         self.nr_pagetable_loc = new_loc()
         self.nr_pagetable = 0
+        self.nr_pagetable_bytes = 0
+        # Page-table bytes unlinked and waiting to be freed (a grace period, an IPI).
+        self.pt_bytes_deferred = 0
         self.failures = 0
 
     def _new_page(self, order: int, memcg: str | None) -> Page:

@@ -295,9 +295,33 @@ class _Completion:
         return self.done
 
 
+async def rcu_sequential_gp() -> int:
+    """A sequential simulation's passage of time: between two steps of a workload
+    every CPU is quiescent, so each grace period completes at once; run grace
+    periods until no callback is left (a callback may queue another).  Returns the
+    number of callbacks invoked, in the order the explorer would try first."""
+    rcu = _rcu()
+    invoked = 0
+    while rcu.pending or rcu.ready:
+        rcu.gp_seq = (rcu.gp_seq | 1) + 1
+        rcu.grace_periods += 1
+        rcu.ready.extend(rcu.pending)
+        rcu.pending = []
+        rcu.ready.sort(key=lambda cb: (cb.head.loc, cb.seq))
+        while rcu.ready:
+            cb = rcu._pop_ready(0)
+            await cb.func(cb.head)
+            rcu._invoked(cb.seq)
+            invoked += 1
+    return invoked
+
+
 async def synchronize_rcu() -> None:
     """kernel/rcu/tree.c: synchronize_rcu() = wait_rcu_gp(call_rcu): queue a callback
     that completes a completion, and wait for it."""
+    if current_kernel().sequential:
+        await rcu_sequential_gp()
+        return
     rs = KObject("struct rcu_synchronize (on stack)", 48)
     head = rcu_head(rs, "rs.head")
     completion = _Completion()
@@ -313,6 +337,9 @@ async def synchronize_rcu() -> None:
 
 async def rcu_barrier() -> None:
     """kernel/rcu/tree.c: rcu_barrier(): wait for every callback queued before it."""
+    if current_kernel().sequential:
+        await rcu_sequential_gp()
+        return
     rcu = _rcu()
     target = await Call(((rcu.cb_loc, READ),), "rcu_barrier: snapshot queued callbacks",
                         lambda: rcu.nqueued)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..kernel import Field, local_irq_restore, local_irq_save
+from .types import Leaf, PageTable, mm_struct
 
 
 async def gup_fast_pte_range(pmdp: Field) -> bool:
@@ -19,5 +20,31 @@ async def gup_fast_pte_range(pmdp: Field) -> bool:
         if await pmdp.load() is pmd and await pmd.entries.load() == pte:
             pinned = True
         # else gup_put_folio() and give up on this range
+    await local_irq_restore(flags)
+    return pinned
+
+
+async def gup_fast(mm: mm_struct, addr: int) -> bool:
+    """mm/gup.c: gup_fast() for one page: with interrupts off, walk
+    ``pgd -> ... -> pmd`` with lockless reads, ``pte_offset_map()`` the stack copy
+    of the PMD, read the PTE, "pin" the page, then re-check the PMD and the PTE
+    (``gup_put_folio()`` and give up if either changed).  True if pinned."""
+    geo = mm.geometry
+    flags = await local_irq_save()
+    pinned = False
+    table = mm.pgd
+    assert table is not None
+    while table is not None and table.depth < len(geo.levels) - 1:
+        parent = table
+        nxt = await table.load(geo.index(table.depth, addr))
+        table = nxt if isinstance(nxt, PageTable) else None
+    if table is not None:
+        pte = await table.load(geo.index(table.depth, addr))      # ptep_get_lockless()
+        if isinstance(pte, Leaf):
+            # try_grab_folio_fast() would take a reference here.
+            pidx = geo.index(parent.depth, addr)
+            if await parent.load(pidx) is table and \
+                    await table.load(geo.index(table.depth, addr)) is pte:
+                pinned = True
     await local_irq_restore(flags)
     return pinned

@@ -6,6 +6,8 @@ from typing import Any
 
 from ..engine import UPDATE, Call
 from ..kernel import Field, rcu_read_lock, rcu_read_unlock
+from .memory import __pte_offset_map
+from .types import PageTable, mm_struct
 
 
 def _get_and_clear(pmd: Field) -> Any:
@@ -48,3 +50,24 @@ async def pte_unmap(pte: Any) -> None:
 async def ptep_get(pte: Any) -> Any:
     """Read an entry of a mapped PTE table."""
     return await pte.entries.load()
+
+
+async def pte_offset_map_walk(mm: mm_struct, addr: int) -> Any:
+    """A lockless ``pte_offset_map()`` user (the pattern of page-table walkers that
+    hold neither mmap_lock nor the VMA lock, and of PT_RECLAIM's concern in seed
+    002): under ``rcu_read_lock()``, walk down to the PMD, map the PTE table, read
+    the entry, unmap.  Returns the entry read, or None."""
+    geo = mm.geometry
+    await rcu_read_lock()
+    table = mm.pgd
+    entry: Any = None
+    while table is not None and table.depth < len(geo.levels) - 2:
+        nxt = await table.load(geo.index(table.depth, addr))
+        table = nxt if isinstance(nxt, PageTable) else None
+    if table is not None:
+        pte = await __pte_offset_map(table, geo.index(table.depth, addr))
+        if pte is not None:
+            entry = await pte.load(geo.index(pte.depth, addr))
+            await rcu_read_unlock()                    # pte_unmap()
+    await rcu_read_unlock()
+    return entry

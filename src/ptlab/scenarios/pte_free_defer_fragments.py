@@ -183,8 +183,9 @@ class PteFreeDeferModel:
         if k.alloc.nr_pagetable != live_tables:
             raise ModelViolation("accounting", f"NR_PAGETABLE is {k.alloc.nr_pagetable} but "
                                  f"{live_tables} page-table pages are live")
-        if mm.nr_ptes.value != 0:
-            raise ModelViolation("accounting", f"mm->nr_ptes is {mm.nr_ptes.value}, not 0")
+        if mm.pgtables_bytes.value != 0:
+            raise ModelViolation("accounting", f"mm->pgtables_bytes is "
+                                 f"{mm.pgtables_bytes.value}, not 0")
         if any(p.freed for p in k.alloc.pages if p.payload is not None):
             ex.sometimes("the fragment page was freed")
 

@@ -1,0 +1,110 @@
+"""Kernel configuration: the switches that change how page tables are freed, and
+presets for the releases that changed behaviour.
+
+Each switch names the commit or release it follows.  A preset is an *era*: the
+behaviour of x86-64 as configured by distributions at that release (for other
+architectures the arch-independent switches still apply; ``ptlab.arch`` says what
+each architecture selects).  ``KernelConfig.replace(...)`` makes a variant, for a
+question such as "v6.18, but with the single-table fallback of v6.13".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+TableFreeOne = Literal["ipi", "call_rcu", "synchronize_rcu"]
+TlbFlush = Literal["ipi", "hypercall"]
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One kernel's configuration, as far as the page-table lifecycle cares."""
+
+    name: str
+    #: CONFIG_MMU_GATHER_RCU_TABLE_FREE: tables freed through ``tlb_remove_table()``
+    #: wait for a grace period (batched by ``call_rcu``).  Without it x86 frees a
+    #: table with ``tlb_remove_page()`` right after the TLB flush, relying on the
+    #: flush IPI to wait for IRQ-off walkers.  x86 selects it only with PARAVIRT
+    #: until v6.15 (a37259732a7d "x86/mm: Make MMU_GATHER_RCU_TABLE_FREE
+    #: unconditional"); PT_RECLAIM selects it (v6.14).
+    mmu_gather_rcu_table_free: bool
+    #: CONFIG_PT_RECLAIM (v6.14, Qi Zheng, "synchronously scan and reclaim empty
+    #: user PTE pages"): ``madvise(MADV_DONTNEED)`` frees PTE tables it empties.
+    pt_reclaim: bool
+    #: The single-table fallback ``__tlb_remove_table_one()`` when the batch page
+    #: cannot be allocated: ``ipi`` = ``tlb_remove_table_sync_one()`` then free
+    #: (<= v6.13, and later without PT_RECLAIM); ``call_rcu`` on ``pt_rcu_head``
+    #: (v6.14 with PT_RECLAIM, "mm: pgtable: make ptlock be freed by RCU" series);
+    #: ``synchronize_rcu`` then free (2026 mm-unstable, "mm/mmu_gather: replace IPI
+    #: with synchronize_rcu() when batch allocation fails").
+    table_free_one: TableFreeOne
+    #: CONFIG_PARAVIRT, and how remote TLBs are flushed: by IPI on bare metal, by
+    #: hypercall under Xen PV / Hyper-V / KVM (which is why x86 used RCU table free
+    #: with PARAVIRT before v6.15).
+    paravirt: bool
+    tlb_flush: TlbFlush
+    #: CONFIG_PER_VMA_LOCK (v6.4, Suren Baghdasaryan): faults try
+    #: ``lock_vma_under_rcu()`` before ``mmap_lock``.
+    per_vma_lock: bool
+    #: The v6.15 per-VMA lock: ``vm_refcnt`` with VMA_LOCK_OFFSET ("replace vm_lock
+    #: and detached flag with a reference count"); before it, a per-VMA rwsem.
+    vma_refcount: bool
+    #: Split page-table locks (CONFIG_SPLIT_PTE_PTLOCKS, SPLIT_PMD_PTLOCKS): the
+    #: PTE/PMD lock lives in the table's ptdesc, else it is ``mm->page_table_lock``.
+    split_pte_ptlocks: bool = True
+    split_pmd_ptlocks: bool = True
+    #: ``pagetable_dtor()`` (NR_PAGETABLE, PG_table) runs when the table is freed,
+    #: after the grace period (v6.14, "move pagetable_*_dtor() to
+    #: __tlb_batch_free_encoded_pages()"), not when it is unlinked.
+    dtor_at_free: bool = True
+    #: MAX_TABLE_BATCH: (PAGE_SIZE - sizeof(struct mmu_table_batch)) / sizeof(void *)
+    #: = 509 on x86-64; scenarios shrink it to reach the flush inside a small run.
+    max_table_batch: int = 509
+    #: ``zap_empty_pte_table()`` skips the PMD trylock when ptl == pml (2026
+    #: mm-unstable, "mm/memory: handle non-split locks correctly").
+    reclaim_nonsplit_fix: bool = False
+
+    def replace(self, **changes: object) -> KernelConfig:
+        """A variant of this configuration (``name`` says it differs)."""
+        if "name" not in changes:
+            changes["name"] = self.name + "+" + ",".join(f"{k}={v}" for k, v in changes.items())
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_V65 = KernelConfig(
+    name="v6.5", mmu_gather_rcu_table_free=True, pt_reclaim=False, table_free_one="ipi",
+    paravirt=True, tlb_flush="ipi", per_vma_lock=True, vma_refcount=False,
+    dtor_at_free=False)
+
+ERAS: dict[str, KernelConfig] = {
+    # pte_offset_map() may fail (Hugh Dickins' series); per-VMA locks since v6.4.
+    "v6.5": _V65,
+    # pte_free_defer(), retract_page_tables() without mmap_lock.
+    "v6.6": _V65.replace(name="v6.6"),
+    # Last release whose single-table fallback is always the IPI.
+    "v6.13": _V65.replace(name="v6.13"),
+    # PT_RECLAIM on x86-64; __tlb_remove_table_one() by RCU; dtor at free time.
+    "v6.14": _V65.replace(name="v6.14", pt_reclaim=True, table_free_one="call_rcu",
+                          dtor_at_free=True),
+    # RCU table free unconditional on x86; vm_refcnt per-VMA locks.
+    "v6.15": _V65.replace(name="v6.15", pt_reclaim=True, table_free_one="call_rcu",
+                          dtor_at_free=True, vma_refcount=True),
+    # The kernel on this machine.
+    "v6.18": _V65.replace(name="v6.18", pt_reclaim=True, table_free_one="call_rcu",
+                          dtor_at_free=True, vma_refcount=True),
+    # 2026 mm-unstable: PT_RECLAIM def_bool y; synchronize_rcu() fallback without it.
+    "2026": _V65.replace(name="2026", pt_reclaim=True, table_free_one="call_rcu",
+                         dtor_at_free=True, vma_refcount=True, reclaim_nonsplit_fix=True),
+}
+
+DEFAULT_ERA = "v6.18"
+
+
+def era(name: str) -> KernelConfig:
+    """The preset for ``name``; KeyError names the valid ones."""
+    try:
+        return ERAS[name]
+    except KeyError:
+        raise KeyError(f"unknown kernel era {name!r} (valid: {', '.join(ERAS)})") from None

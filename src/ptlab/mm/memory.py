@@ -1,0 +1,358 @@
+"""mm/memory.c: the page fault, zapping PTEs, and freeing page tables.
+
+* ``handle_mm_fault()`` allocates missing tables top-down; each level's
+  ``__pXd_alloc()`` publishes its new table under the lock, after re-checking the
+  entry is still empty, and the loser frees its unpublished table at once
+  (``pmd_install()`` for PTE tables).  The PTE is then set under the PTE lock,
+  after ``pte_offset_map_lock()`` re-checked the PMD (``pmd_same``).
+* ``zap_pte_range()`` clears PTEs; with PT_RECLAIM (madvise only) it frees the
+  emptied table: the fast path trylocks the PMD lock while holding the PTE lock,
+  the slow path rescans under both.
+* ``free_pgtables()`` / ``free_pgd_range()`` free the tables of unmapped VMAs with
+  the floor/ceiling rules, without the PTE lock (the VMAs are detached).
+"""
+
+from __future__ import annotations
+
+from ..engine import ADD, Call, ModelViolation, Op
+from ..kernel import rcu_read_lock, rcu_read_unlock, spin_lock, spin_trylock, spin_unlock
+from .mmu_gather import mmu_gather, pte_free_tlb
+from .pgalloc import pagetable_alloc, pte_free, pte_lockptr
+from .types import Leaf, PageTable, mm_pgtables_add, mm_struct, vm_area_struct
+
+# -- lock-free mapping of a PTE table (mm/pgtable-generic.c) ------------------------------
+
+
+async def __pte_offset_map(pmd_table: PageTable, idx: int) -> PageTable | None:
+    """mm/pgtable-generic.c: ___pte_offset_map(): ``rcu_read_lock()``, read the PMD
+    locklessly; NULL (after ``rcu_read_unlock()``) if none or huge."""
+    await rcu_read_lock()
+    pmdval = await pmd_table.load(idx)
+    if not isinstance(pmdval, PageTable):   # pmd_none() or pmd_trans_huge()
+        await rcu_read_unlock()
+        return None
+    return pmdval
+
+
+async def pte_offset_map_lock(mm: mm_struct, pmd_table: PageTable,
+                              idx: int) -> PageTable | None:
+    """mm/pgtable-generic.c: __pte_offset_map_lock(): map, take the PTE lock, and
+    re-check the PMD still points to the table (``pmd_same``), else retry.  The
+    table comes back locked and mapped (RCU held), or None."""
+    while True:
+        pte = await __pte_offset_map(pmd_table, idx)
+        if pte is None:
+            return None
+        ptl = pte_lockptr(mm, pte)
+        await spin_lock(ptl)
+        if await pmd_table.load(idx) is pte:
+            locked: PageTable = pte
+            return locked
+        await spin_unlock(ptl)
+        await rcu_read_unlock()   # pte_unmap_unlock()
+
+
+async def pte_unmap_unlock(mm: mm_struct, pte: PageTable) -> None:
+    """include/linux/mm.h: pte_unmap_unlock(): ``spin_unlock(ptl); pte_unmap()``."""
+    await spin_unlock(pte_lockptr(mm, pte))
+    await rcu_read_unlock()
+
+
+# -- allocation -------------------------------------------------------------------------
+
+
+async def __pxd_alloc(mm: mm_struct, parent: PageTable, idx: int, addr: int) -> bool:
+    """mm/memory.c: __pud_alloc() / __pmd_alloc() / __pte_alloc() with
+    pmd_install(): allocate, then under the lock publish it if the entry is still
+    empty (``mm_inc_nr_*``, ``smp_wmb()``, ``pXd_populate()``); else free it at
+    once, never published.  False on -ENOMEM."""
+    depth = parent.depth + 1
+    new = await pagetable_alloc(mm, depth, addr)
+    if new is None:
+        return False
+    # pud_lock()/pmd_lock(): the PMD table's split lock guards PMD entries.
+    ptl = pte_lockptr(mm, parent) if mm.geometry.levels[parent.depth].name == "pmd" \
+        else mm.page_table_lock
+    await spin_lock(ptl)
+    if await parent.load(idx) is None:       # "Has another populated it ?"
+        await mm_pgtables_add(mm, depth, 1)
+        await parent.store(idx, new)
+        new = None
+    await spin_unlock(ptl)
+    if new is not None:
+        await pte_free(mm, new)
+    return True
+
+
+async def walk_alloc(mm: mm_struct, addr: int) -> PageTable | None:
+    """The ``p4d_alloc() / pud_alloc() / pmd_alloc()`` chain of
+    __handle_mm_fault(): the PMD table for ``addr``, allocating what is missing."""
+    geo = mm.geometry
+    table = mm.pgd
+    assert table is not None
+    last = len(geo.levels) - 2
+    while table.depth < last:
+        idx = geo.index(table.depth, addr)
+        nxt = await table.load(idx)
+        if nxt is None:
+            if not await __pxd_alloc(mm, table, idx, addr):
+                return None
+            nxt = await table.load(idx)
+        if not isinstance(nxt, PageTable):
+            raise ModelViolation("bad-walk", f"{table!r}[{idx}] is {nxt!r}, not a table")
+        table = nxt
+    return table
+
+
+async def do_anonymous_page(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable,
+                            addr: int) -> bool:
+    """mm/memory.c: do_anonymous_page() (and a read fault mapping a file page):
+    ``pte_offset_map_lock()``; if the PTE is still none, set it.  False when the
+    table went away (the fault is retried)."""
+    geo = mm.geometry
+    pte = await pte_offset_map_lock(mm, pmd_table, geo.index(pmd_table.depth, addr))
+    if pte is None:
+        return False
+    idx = geo.index(pte.depth, addr)
+    if await pte.load(idx) is None:
+        await pte.store(idx, Leaf(vma.anon))
+        await mm_rss_add(mm, 1)
+    await pte_unmap_unlock(mm, pte)
+    return True
+
+
+async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int) -> bool:
+    """mm/memory.c: handle_mm_fault() -> __handle_mm_fault() -> handle_pte_fault():
+    allocate the upper tables, ``pte_alloc()``, then map the page.  The caller holds
+    the VMA read lock or ``mmap_lock``.  False: VM_FAULT_OOM."""
+    geo = mm.geometry
+    while True:
+        pmd_table = await walk_alloc(mm, addr)
+        if pmd_table is None:
+            return False
+        idx = geo.index(pmd_table.depth, addr)
+        if await pmd_table.load(idx) is None:              # pte_alloc()
+            if not await __pxd_alloc(mm, pmd_table, idx, addr):
+                return False
+        if await do_anonymous_page(mm, vma, pmd_table, addr):
+            return True
+
+
+def _rss(mm: mm_struct, delta: int) -> None:
+    mm.rss.value += delta
+
+
+def mm_rss_add(mm: mm_struct, delta: int) -> Op:
+    """add_mm_counter(mm, MM_ANONPAGES/MM_FILEPAGES, delta)."""
+    return Call(mm.rss.fp(ADD), "add_mm_counter({1:+})", _rss, mm, delta)
+
+
+# -- zap ---------------------------------------------------------------------------------
+
+
+async def try_get_and_clear_pmd(mm: mm_struct, pmd_table: PageTable, idx: int) -> bool:
+    """mm/pt_reclaim.c: try_get_and_clear_pmd(): with the PTE lock held, trylock
+    the PMD lock (lock order pml -> ptl) and clear the PMD."""
+    pml = pte_lockptr(mm, pmd_table)
+    if not await spin_trylock(pml):
+        return False
+    await pmd_table.get_and_clear(idx)
+    await spin_unlock(pml)
+    return True
+
+
+async def free_pte(mm: mm_struct, tlb: mmu_gather, table: PageTable, addr: int) -> None:
+    """mm/pt_reclaim.c: free_pte(): ``pte_free_tlb(); mm_dec_nr_ptes()``."""
+    await pte_free_tlb(tlb, table, addr)
+    await mm_pgtables_add(mm, table.depth, -1)
+
+
+async def try_to_free_pte(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, idx: int,
+                          addr: int) -> None:
+    """mm/pt_reclaim.c: try_to_free_pte(): the slow path: under the PMD lock and then
+    the PTE lock, check the PMD still maps a table, rescan all of it for
+    ``pte_none()``, and only then clear the PMD and free the table."""
+    pml = pte_lockptr(mm, pmd_table)
+    await spin_lock(pml)
+    pte = await pmd_table.load(idx)       # pte_offset_map_rw_nolock()
+    if not isinstance(pte, PageTable):
+        await spin_unlock(pml)
+        return
+    ptl = pte_lockptr(mm, pte)
+    if ptl is not pml:
+        await spin_lock(ptl)
+    if await pte.count() == 0:
+        await pmd_table.get_and_clear(idx)
+        freed: PageTable | None = pte
+    else:
+        freed = None
+    if ptl is not pml:
+        await spin_unlock(ptl)
+    await spin_unlock(pml)
+    if freed is not None:
+        await free_pte(mm, tlb, freed, addr)
+
+
+async def zap_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, idx: int,
+                        start: int, end: int, reclaim_pt: bool) -> None:
+    """mm/memory.c: zap_pte_range(): clear the PTEs of ``[start, end)`` in one table
+    under its lock; with ``reclaim_pt`` (PT_RECLAIM, the range covers the whole
+    table) free the table once it is empty."""
+    geo = mm.geometry
+    lv = geo.levels[-1]
+    can_reclaim_pt = reclaim_pt and end - start >= geo.levels[-2].size
+    pte = await pte_offset_map_lock(mm, pmd_table, idx)
+    if pte is None:
+        return
+    addr = start
+    removed = 0
+    while addr < end:
+        i = geo.index(pte.depth, addr)
+        if i in pte.entries and await pte.get_and_clear(i) is not None:
+            removed += 1
+        addr += lv.size
+    if removed:
+        await mm_rss_add(mm, -removed)
+        tlb.need_flush = True
+    direct_reclaim = False
+    if can_reclaim_pt:
+        direct_reclaim = await try_get_and_clear_pmd(mm, pmd_table, idx)
+    await pte_unmap_unlock(mm, pte)
+    if can_reclaim_pt:
+        if direct_reclaim:
+            await free_pte(mm, tlb, pte, start)
+        else:
+            await try_to_free_pte(mm, tlb, pmd_table, idx, start)
+
+
+async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
+                           reclaim_pt: bool = False) -> None:
+    """mm/memory.c: unmap_page_range() down to zap_pte_range() for each PMD entry
+    that maps a table (huge PMDs are split first upstream; not modelled)."""
+    geo = mm.geometry
+    pmd_lv = geo.levels[-2]
+    addr = start
+    while addr < end:
+        nxt = min((addr + pmd_lv.size) & ~(pmd_lv.size - 1), end)
+        pmd_table = await _find_pmd_table(mm, addr)
+        if pmd_table is not None:
+            idx = geo.index(pmd_table.depth, addr)
+            if idx in pmd_table.entries:
+                await zap_pte_range(mm, tlb, pmd_table, idx, addr, nxt, reclaim_pt)
+        addr = nxt
+
+
+async def _find_pmd_table(mm: mm_struct, addr: int) -> PageTable | None:
+    """pgd_offset()...pmd_offset() without allocating: the PMD table, if present."""
+    geo = mm.geometry
+    table = mm.pgd
+    assert table is not None
+    while table.depth < len(geo.levels) - 2:
+        nxt = await table.load(geo.index(table.depth, addr))
+        if not isinstance(nxt, PageTable):
+            return None
+        table = nxt
+    return table
+
+
+# -- free_pgtables ------------------------------------------------------------------------
+
+
+async def free_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, idx: int,
+                         addr: int) -> None:
+    """mm/memory.c: free_pte_range(): ``pmd_clear(); pte_free_tlb();
+    mm_dec_nr_ptes()`` -- no PTE lock: the VMAs are detached."""
+    token = await pmd_table.get_and_clear(idx)
+    assert isinstance(token, PageTable)
+    await pte_free_tlb(tlb, token, addr)
+    await mm_pgtables_add(mm, token.depth, -1)
+
+
+async def free_pxd_range(mm: mm_struct, tlb: mmu_gather, parent: PageTable, pidx: int,
+                         addr: int, end: int, floor: int, ceiling: int) -> None:
+    """mm/memory.c: free_pmd_range() / free_pud_range() / free_p4d_range(): free the
+    tables below this entry's table in ``[addr, end)``, then the table itself if
+    the whole of it lies within ``[floor, ceiling)`` ("0 is both bottom and top")."""
+    geo = mm.geometry
+    table = await parent.load(pidx)
+    assert isinstance(table, PageTable)
+    start = addr
+    await _free_entries(mm, tlb, table, addr, end, floor, ceiling)
+    mask = geo.levels[table.depth - 1].size - 1        # PUD_MASK for a PMD table
+    start &= ~mask
+    if start < floor:
+        return
+    if ceiling:
+        ceiling &= ~mask
+        if not ceiling:
+            return
+    if (end - 1) & _U64 > (ceiling - 1) & _U64:
+        return
+    await parent.get_and_clear(pidx)                    # pud_clear()
+    await pte_free_tlb(tlb, table, start)               # pmd_free_tlb()
+    await mm_pgtables_add(mm, table.depth, -1)          # mm_dec_nr_pmds()
+
+
+_U64 = (1 << 64) - 1
+
+
+async def free_pgd_range(mm: mm_struct, tlb: mmu_gather, addr: int, end: int, floor: int,
+                         ceiling: int) -> None:
+    """mm/memory.c: free_pgd_range(): trim ``[addr, end)`` to whole PMD entries that
+    lie within ``[floor, ceiling)``, then walk the top level."""
+    geo = mm.geometry
+    pmd_size = geo.levels[-2].size
+    pmd_mask = ~(pmd_size - 1) & _U64
+    addr &= pmd_mask
+    if addr < floor:
+        addr += pmd_size
+        if not addr:
+            return
+    if ceiling:
+        ceiling &= pmd_mask
+        if not ceiling:
+            return
+    if (end - 1) & _U64 > (ceiling - 1) & _U64:
+        end -= pmd_size
+    if addr > (end - 1) & _U64:
+        return
+    assert mm.pgd is not None
+    await _free_entries(mm, tlb, mm.pgd, addr, end, floor, ceiling)
+
+
+async def _free_entries(mm: mm_struct, tlb: mmu_gather, table: PageTable, addr: int, end: int,
+                        floor: int, ceiling: int) -> None:
+    """The ``do { next = pXd_addr_end(addr, end); ... } while (addr = next, addr != end)``
+    loop of each free_pXd_range(): free what each present entry of ``table`` maps."""
+    geo = mm.geometry
+    size = geo.levels[table.depth].size
+    while True:
+        nxt = (addr + size) & ~(size - 1)
+        nxt = end if nxt - 1 >= end - 1 else nxt           # pXd_addr_end()
+        idx = geo.index(table.depth, addr)
+        if idx in table.entries:
+            if table.depth == len(geo.levels) - 2:
+                await free_pte_range(mm, tlb, table, idx, addr)
+            else:
+                await free_pxd_range(mm, tlb, table, idx, addr, nxt, floor, ceiling)
+        addr = nxt
+        if addr == end:
+            break
+
+
+async def free_pgtables(mm: mm_struct, tlb: mmu_gather, vmas: list[vm_area_struct],
+                        floor: int, ceiling: int) -> None:
+    """mm/memory.c: free_pgtables(): for the detached VMAs, in order, gather
+    neighbours closer than a PMD and free their tables with
+    ``ceiling = next ? next->vm_start : ceiling``."""
+    pmd_size = mm.geometry.levels[-2].size
+    i = 0
+    while i < len(vmas):
+        vma = vmas[i]
+        addr = vma.vm_start
+        j = i
+        while j + 1 < len(vmas) and vmas[j + 1].vm_start <= vmas[j].vm_end + pmd_size:
+            j += 1
+        nxt = vmas[j + 1].vm_start if j + 1 < len(vmas) else ceiling
+        await free_pgd_range(mm, tlb, addr, vmas[j].vm_end, floor, nxt)
+        i = j + 1

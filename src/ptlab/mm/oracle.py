@@ -1,0 +1,93 @@
+"""The counters oracle: every counter a user reads must agree with the page
+tables that exist.  Scenarios call it in ``finish()``, the simulator after every
+step; a disagreement is an ``accounting`` violation, never a silent drift.
+
+* ``mm->pgtables_bytes`` (VmPTE) = the sum over the tables linked in the tree,
+  below the top level, of ``PTRS_PER_* * sizeof(entry)`` of their level;
+* NR_PAGETABLE = the table pages allocated and not yet freed (less those whose
+  dtor already ran, before v6.14);
+* RSS = the leaf entries present;
+* once settled (a grace period passed, no gather open): nothing is waiting to be
+  freed, and every live table page is linked in some mm's tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import ModelViolation
+from ..kernel import Kernel
+from ..kernel.page_alloc import PG_table
+from .types import Leaf, PageTable, mm_struct
+
+
+@dataclass
+class Census:
+    tables: list[int]          # linked tables per level, top first
+    pgtables_bytes: int        # what VmPTE should say, in bytes
+    leaves: int
+
+    @property
+    def vmpte_kib(self) -> int:
+        return self.pgtables_bytes >> 10
+
+
+def census(mm: mm_struct) -> Census:
+    """Count what the tree holds (no ops: the oracle runs between steps)."""
+    geo = mm.geometry
+    tables = [0] * len(geo.levels)
+    nbytes = leaves = 0
+    stack = [mm.pgd] if mm.pgd is not None else []
+    while stack:
+        t = stack.pop()
+        assert t is not None
+        tables[t.depth] += 1
+        lv = geo.levels[t.depth]
+        if t.depth and lv.accounted:
+            nbytes += lv.pgtables_bytes
+        for v in t.entries.values():
+            if isinstance(v, PageTable):
+                stack.append(v)
+            elif isinstance(v, Leaf):
+                leaves += 1
+    return Census(tables, nbytes, leaves)
+
+
+def linked_pages(mm: mm_struct) -> set[int]:
+    out: set[int] = set()
+    stack = [mm.pgd] if mm.pgd is not None else []
+    while stack:
+        t = stack.pop()
+        assert t is not None
+        out.add(t.page.alive)
+        stack.extend(v for v in t.entries.values() if isinstance(v, PageTable))
+    return out
+
+
+def check_mm_counters(kernel: Kernel, mms: list[mm_struct], settled: bool) -> None:
+    """Raise ModelViolation("accounting") if a counter disagrees with the tables."""
+    linked: set[int] = set()
+    for mm in mms:
+        c = census(mm)
+        if mm.pgtables_bytes.value != c.pgtables_bytes:
+            raise ModelViolation("accounting", f"mm->pgtables_bytes is "
+                                 f"{mm.pgtables_bytes.value} but the linked tables make "
+                                 f"{c.pgtables_bytes}")
+        if mm.rss.value != c.leaves:
+            raise ModelViolation("accounting", f"RSS is {mm.rss.value} but {c.leaves} PTEs "
+                                 "are present")
+        linked |= linked_pages(mm)
+    a = kernel.alloc
+    live = [p for p in a.pages if not p.freed and p.flags.value & PG_table]
+    if a.nr_pagetable != len(live):
+        raise ModelViolation("accounting", f"NR_PAGETABLE is {a.nr_pagetable} but "
+                             f"{len(live)} table pages are live")
+    if settled:
+        if a.pt_bytes_deferred:
+            raise ModelViolation("accounting", f"{a.pt_bytes_deferred} bytes of page tables "
+                                 "still wait to be freed after a grace period")
+        stray = [p for p in a.pages if not p.freed and p.payload is not None
+                 and p.alive not in linked]
+        if stray:
+            raise ModelViolation("leak", f"{len(stray)} page-table page(s) neither linked "
+                                 "nor freed: " + ", ".join(f"pfn {p.pfn:#x}" for p in stray))

@@ -1,0 +1,210 @@
+"""Scenarios on the x86-64 page-table model (issue 3's checks).
+
+``fault-race``: two page faults in one VMA populate the same empty PMD entry.
+Both allocate a PTE table; ``pmd_install()`` publishes one under the PMD lock and
+the loser frees its unpublished table at once.  Nothing may leak, both pages must
+end up mapped, every counter must balance.
+
+``munmap-walkers``: munmap of a populated VMA (a neighbour keeps the PMD table,
+so one PTE table is freed) races a GUP-fast walker (IRQs off)
+and a lockless ``pte_offset_map()`` walker (``rcu_read_lock()`` only).  The batch
+page of ``tlb_remove_table()`` may fail to allocate (explored).  On v6.18 every
+table is freed after a grace period; with the IPI-only single-table fallback
+(``tlb_remove_table_sync_one()`` then free, as before v6.14 and without
+PT_RECLAIM) the IPI does not wait for the RCU walker: a use-after-free (seed 002).
+On v6.13 native x86 (no RCU table free) tables go with ``tlb_remove_page()`` after
+the flush IPI, which again holds back only IRQ-off walkers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..arch.geometry import X86_64
+from ..config import ERAS, KernelConfig
+from ..engine import Execution, Model, SetupCache
+from ..kernel import Kernel, rcu_barrier
+from ..mm.fault import do_user_addr_fault
+from ..mm.gup import gup_fast
+from ..mm.oracle import census, check_mm_counters
+from ..mm.pgalloc import mm_alloc_pgd
+from ..mm.pgtable_generic import pte_offset_map_walk
+from ..mm.types import VM_READ, VM_WRITE, Leaf, mm_struct
+from ..mm.vma import do_mmap, munmap
+from .base import OK, Param, Scenario, Variant
+
+BASE = 16 << 40          # 16 TiB: nothing else shares the upper tables
+PMD_SIZE = 2 << 20
+
+
+@dataclass
+class World:
+    kernel: Kernel
+    mm: mm_struct
+
+
+def _boot(config: KernelConfig, ncpus: int, fail_nowait: bool) -> Callable[[Execution], World]:
+    def setup(ex: Execution) -> World:
+        k = Kernel(None, ncpus, fail_nowait=fail_nowait, ipis=True)
+        mm = mm_struct(X86_64, config)
+        ex.run_sync(mm_alloc_pgd(mm), k.cpus[0])
+        return World(k, mm)
+    return setup
+
+
+class _MmModel:
+    """Common shape: set-up (cloned per execution), threads, then the oracle after
+    ``rcu_barrier()``."""
+
+    def __init__(self, config: KernelConfig, params: dict[str, int],
+                 cache: SetupCache[World] | None) -> None:
+        self.config = config
+        self.params = params
+        self.cache = cache
+
+    def ncpus(self) -> int:
+        raise NotImplementedError
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        """Set-up steps after boot (run once, then cloned)."""
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        raise NotImplementedError
+
+    def _setup(self, ex: Execution) -> World:
+        w = _boot(self.config, self.ncpus(), fail_nowait=True)(ex)
+        self.prepare(ex, w)
+        return w
+
+    def build(self, ex: Execution) -> None:
+        w = self.cache.get(lambda: self._setup(ex)) if self.cache else self._setup(ex)
+        self.w = w
+        w.kernel.boot(ex)
+        self.spawn(ex, w)
+
+    def finish(self, ex: Execution) -> None:
+        w = self.w
+        ex.run_sync(rcu_barrier(), w.kernel.cpus[0])
+        check_mm_counters(w.kernel, [w.mm], settled=True)
+        self.final_checks(ex, w)
+
+    def final_checks(self, ex: Execution, w: World) -> None:
+        pass
+
+
+class FaultRace(_MmModel):
+    def ncpus(self) -> int:
+        return 2
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, BASE, 2 * PMD_SIZE, VM_READ | VM_WRITE)
+            # Populate the PUD and PMD tables through a fault in the other 2 MiB.
+            await do_user_addr_fault(w.mm, BASE + PMD_SIZE)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        for cpu in range(2):
+            w.kernel.run_on(cpu, f"fault/{cpu}", do_user_addr_fault(w.mm, BASE + cpu * 4096))
+
+    def final_checks(self, ex: Execution, w: World) -> None:
+        c = census(w.mm)
+        if c.tables[-1] != 2 or c.leaves != 3:
+            from ..engine import ModelViolation
+            raise ModelViolation("lost-fault", f"{c.tables[-1]} PTE tables and {c.leaves} "
+                                 "PTEs after both faults (want 2 and 3)")
+        if any(p.freed for p in w.kernel.alloc.pages if p.payload is not None):
+            ex.sometimes("a fault lost the pmd_install() race and freed its table")
+
+
+class MunmapWalkers(_MmModel):
+    def ncpus(self) -> int:
+        return 1 + self.params["rcu_walkers"] + self.params["gup_walkers"]
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE)
+            await do_user_addr_fault(w.mm, BASE)
+            # A neighbour within the same PMD table keeps the upper tables
+            # (free_pgtables()' ceiling): munmap frees the one PTE table.
+            await do_mmap(w.mm, BASE + 2 * PMD_SIZE, PMD_SIZE, VM_READ | VM_WRITE)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        k = w.kernel
+        k.run_on(0, "munmap", munmap(w.mm, BASE, PMD_SIZE))
+        n = 1
+        for i in range(self.params["rcu_walkers"]):
+            k.run_on(n, f"walker/{i}", self._rcu_walker(ex, w))
+            n += 1
+        for i in range(self.params["gup_walkers"]):
+            k.run_on(n, f"gup/{i}", self._gup_walker(ex, w))
+            n += 1
+
+    async def _rcu_walker(self, ex: Execution, w: World) -> None:
+        if isinstance(await pte_offset_map_walk(w.mm, BASE), Leaf):
+            ex.sometimes("an RCU walker read a PTE of the table being unmapped")
+
+    async def _gup_walker(self, ex: Execution, w: World) -> None:
+        if await gup_fast(w.mm, BASE):
+            ex.sometimes("GUP-fast pinned a page while munmap ran")
+
+
+def _v618_ipi() -> KernelConfig:
+    return ERAS["v6.18"].replace(name="v6.18+ipi-fallback", table_free_one="ipi")
+
+
+def _v613_native() -> KernelConfig:
+    return ERAS["v6.13"].replace(name="v6.13-native", paravirt=False,
+                                 mmu_gather_rcu_table_free=False)
+
+
+_CONFIGS: dict[str, Callable[[], KernelConfig]] = {
+    "v6.18": lambda: ERAS["v6.18"],
+    "pt-reclaim-ipi-fallback": _v618_ipi,
+    "v6.13-native": _v613_native,
+}
+
+
+def _make_fault(variant: str, params: dict[str, int]) -> Callable[[], Model]:
+    cfg = ERAS[variant]
+    cache: SetupCache[World] = SetupCache()
+    return lambda: FaultRace(cfg, params, cache)
+
+
+def _make_munmap(variant: str, params: dict[str, int]) -> Callable[[], Model]:
+    cfg = _CONFIGS[variant]()
+    cache: SetupCache[World] = SetupCache()
+    return lambda: MunmapWalkers(cfg, params, cache)
+
+
+FAULT_RACE = Scenario(
+    name="fault-race",
+    title="two page faults populate one empty PMD entry (pmd_install)",
+    source="mm/memory.c __pte_alloc()/pmd_install(); reference §6",
+    params=(),
+    variants=(
+        Variant("v6.18", "x86-64, the kernel on this machine: the loser frees its table", OK),
+    ),
+    make=_make_fault,
+)
+
+MUNMAP_WALKERS = Scenario(
+    name="munmap-walkers",
+    title="munmap frees page tables while GUP-fast and an RCU pte_offset_map() walker run",
+    source="seed 002 (PT_RECLAIM: the IPI does not wait for rcu_read_lock() walkers); "
+           "seed 000 (what MMU_GATHER_RCU_TABLE_FREE promises)",
+    params=(
+        Param("rcu_walkers", 1, "CPUs walking with pte_offset_map() under RCU", 0, 2),
+        Param("gup_walkers", 1, "CPUs walking with GUP-fast, IRQs off", 0, 2),
+    ),
+    variants=(
+        Variant("v6.18", "batch by call_rcu; fallback call_rcu on pt_rcu_head", OK),
+        Variant("pt-reclaim-ipi-fallback", "v6.18 with the IPI-only single-table fallback",
+                "use-after-free"),
+        Variant("v6.13-native", "no RCU table free: tlb_remove_page() after the flush IPI",
+                "use-after-free"),
+    ),
+    make=_make_munmap,
+)

@@ -1,0 +1,125 @@
+"""The sequential simulation: VmPTE figures, free_pgtables() floor and ceiling, and
+the counters oracle."""
+
+from __future__ import annotations
+
+import pytest
+
+from ptlab.arch.geometry import ARCHES, X86_64
+from ptlab.config import ERAS
+from ptlab.engine import ModelViolation
+from ptlab.mm.oracle import census, check_mm_counters
+from ptlab.simulate import Simulator, WorkloadError, parse_workload, simulate
+
+VMPTE = "workloads/vmpte-1g-at-16t.toml"
+TIB = 1 << 40
+
+
+def test_vmpte_deltas_match_the_host_kernel() -> None:
+    """Issue 3: +2056 KiB (one PUD, one PMD, 512 PTE tables), +8 KiB after
+    MADV_DONTNEED with PT_RECLAIM, 0 after munmap, on x86-64 v6.18."""
+    with open(VMPTE, encoding="utf-8") as f:
+        res = simulate(parse_workload(VMPTE, f.read()))
+    assert [s.vmpte_delta_kib for s in res.steps] == [0, 2056, 8, 0]
+    assert res.steps[1].tables == {"pgd": 1, "pud": 1, "pmd": 1, "pte": 512}
+    assert res.steps[1].faults == 512
+
+
+def test_without_pt_reclaim_madvise_keeps_the_tables() -> None:
+    with open(VMPTE, encoding="utf-8") as f:
+        res = simulate(parse_workload(VMPTE, f.read()), kernel="v6.13")
+    assert [s.vmpte_delta_kib for s in res.steps] == [0, 2056, 2056, 0]
+
+
+def _sim(kernel: str = "v6.18") -> Simulator:
+    return Simulator(X86_64, ERAS[kernel])
+
+
+def test_free_pgtables_keeps_tables_a_neighbour_shares_then_frees_them() -> None:
+    """mm/memory.c free_pgd_range(): floor/ceiling.  Two VMAs in one PMD table: unmapping
+    one frees its PTE table only; unmapping the other then frees the PMD and PUD."""
+    text = """
+[[region]]
+name = "a"
+start = "16TiB"
+size = "2MiB"
+[[region]]
+name = "b"
+start = 0x100000400000
+size = "2MiB"
+[[step]]
+op = "map"
+region = "a"
+[[step]]
+op = "map"
+region = "b"
+[[step]]
+op = "touch"
+region = "a"
+[[step]]
+op = "touch"
+region = "b"
+[[step]]
+op = "unmap"
+region = "a"
+[[step]]
+op = "unmap"
+region = "b"
+"""
+    res = simulate(parse_workload("t", text))
+    tables = [s.tables for s in res.steps]
+    assert tables[3] == {"pgd": 1, "pud": 1, "pmd": 1, "pte": 2}
+    assert tables[4] == {"pgd": 1, "pud": 1, "pmd": 1, "pte": 1}   # b keeps the PMD table
+    assert tables[5] == {"pgd": 1, "pud": 0, "pmd": 0, "pte": 0}   # now it goes
+    assert [s.vmpte_kib for s in res.steps][3:] == [16, 12, 0]
+
+
+@pytest.mark.parametrize("arch", ["x86-64", "x86-64-la57", "arm64", "s390"])
+def test_every_page_table_architecture_balances(arch: str) -> None:
+    with open(VMPTE, encoding="utf-8") as f:
+        wl = parse_workload(VMPTE, f.read())
+    wl.regions["big"].start = 1 << 36 if arch == "s390" else 16 * TIB
+    res = simulate(wl, arch=arch)
+    assert res.steps[-1].vmpte_kib == 0 and res.steps[1].faults == 512
+    assert len(res.steps[1].tables) == len(ARCHES[arch].levels)
+
+
+def test_the_oracle_catches_a_counter_drift() -> None:
+    sim = _sim()
+    sim.run(_noop())
+    sim.mm.pgtables_bytes.value += 4096
+    with pytest.raises(ModelViolation, match="pgtables_bytes"):
+        check_mm_counters(sim.kernel, [sim.mm], settled=True)
+    assert census(sim.mm).pgtables_bytes == 0
+
+
+async def _noop() -> None:
+    return None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bogus = 1\n", "unknown key 'bogus'"),
+    ('[[step]]\nop = "explode"\n', "unknown operation 'explode'"),
+    ('[[step]]\nop = "mremap"\n', "not modelled yet"),
+    ('[[region]]\nname = "a"\nstart = 0\nsize = "1Q"\n', "not a size"),
+    ('[[step]]\nop = "map"\nregion = "nope"\n', "unknown region 'nope'"),
+    ('[[region]]\nname = "a"\nstart = 0\nsize = 4096\ncolour = 1\n', ":5: unknown region key"),
+    ("x = [", "not valid TOML"),
+])
+def test_bad_workloads_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(WorkloadError, match=message):
+        parse_workload("w.toml", text)
+
+
+def test_the_json_schema_lists_what_the_parser_accepts() -> None:
+    import json
+    from pathlib import Path
+
+    import ptlab
+    from ptlab.simulate import OPS
+
+    schema = json.loads((Path(ptlab.__file__).parent / "workload.schema.json").read_text())
+    props = schema["properties"]
+    assert props["arch"]["enum"] == list(ARCHES)
+    assert props["kernel"]["enum"] == list(ERAS)
+    assert props["step"]["items"]["properties"]["op"]["enum"] == list(OPS)

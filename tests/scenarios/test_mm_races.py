@@ -1,0 +1,36 @@
+"""Issue 3's checks on the x86-64 model: the pmd_install() race, and munmap racing
+lockless walkers on v6.18, with the IPI-only fallback, and without RCU table free."""
+
+from __future__ import annotations
+
+import pytest
+
+from ptlab.check import CheckSpec, run_check
+from ptlab.scenarios import OK, SCENARIOS
+
+
+def test_two_faults_race_to_populate_one_pmd() -> None:
+    out = run_check(CheckSpec("fault-race", "v6.18"))
+    assert out.result.verdict == "ok" and out.result.exhaustive
+    assert "a fault lost the pmd_install() race and freed its table" in out.result.reached
+
+
+@pytest.mark.parametrize("variant", [v.name for v in SCENARIOS["munmap-walkers"].variants])
+def test_munmap_walkers(variant: str) -> None:
+    out = run_check(CheckSpec("munmap-walkers", variant))
+    assert out.matches, (out.expected, out.found)
+    if out.expected == OK:
+        assert out.result.exhaustive
+        assert "an RCU walker read a PTE of the table being unmapped" in out.result.reached
+        assert "GUP-fast pinned a page while munmap ran" in out.result.reached
+    else:
+        v = out.violation
+        assert v is not None and v.thread.startswith("walker/"), v
+        assert "pte_offset_map_walk" in v.report
+
+
+def test_the_ipi_fallback_is_safe_for_gup_fast_alone() -> None:
+    """The IPI does wait for IRQ-off walkers: without the RCU walker, no violation."""
+    out = run_check(CheckSpec("munmap-walkers", "pt-reclaim-ipi-fallback",
+                              {"rcu_walkers": 0, "gup_walkers": 1}))
+    assert out.result.verdict == "ok" and out.result.exhaustive
