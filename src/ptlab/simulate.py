@@ -18,6 +18,7 @@ from typing import Any
 from .arch.geometry import ARCHES, DEFAULT_ARCH, Geometry
 from .config import DEFAULT_ERA, ERAS, KernelConfig
 from .engine import Execution, ModelViolation
+from .engine.ops import ops_inline
 from .kernel import Kernel
 from .kernel.rcu import rcu_sequential_gp
 from .mm.fault import do_user_addr_fault
@@ -234,7 +235,8 @@ class Simulator:
         self.run(mm_alloc_pgd(self.mm))
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return self.ex.run_sync(coro, self.cpu)
+        with ops_inline():
+            return self.ex.run_sync(coro, self.cpu)
 
     def settle(self) -> None:
         """A grace period passes; then every counter must balance."""

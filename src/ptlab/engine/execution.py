@@ -193,25 +193,26 @@ class Execution:
     def run_sync(self, coro: Coroutine[Any, Any, Any], ctx: Any = None) -> Any:
         """Run set-up or tear-down code to completion, outside the exploration.
 
-        Its ops run at once, as they are awaited (choices take their first
-        branch); one that would block is a model error.  Locations it creates
-        belong to set-up.
+        Its ops run at once (choices take their first branch); one that would
+        block is a model error.  Locations it creates belong to set-up.
         """
         t = Thread(-1, "setup", coro, False, "setup", ctx)
-        saved, saved_inline, saved_ex = CTX.thread, CTX.inline, CTX.execution
+        saved, saved_ex = CTX.thread, CTX.execution
         CTX.thread = t
-        CTX.inline = True
         CTX.execution = self
+        value: Any = None
         try:
-            coro.send(None)
-        except StopIteration as stop:
-            return stop.value
+            while True:
+                try:
+                    op = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                if op.blocking and not op.enabled():
+                    raise ModelError(f"set-up would block at {op.describe()}")
+                value = op.run(0)
         finally:
             CTX.thread = saved
-            CTX.inline = saved_inline
             CTX.execution = saved_ex
-        coro.close()
-        raise ModelError("set-up yielded outside any op (a bare yield?)")
 
     def sometimes(self, name: str) -> None:
         """Record that the named ``sometimes`` property held in this execution."""

@@ -34,7 +34,8 @@ and the state it depends on must be written only by ops that conflict with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 (READ, WRITE, UPDATE, ADD, ACQUIRE, RELEASE, PEEK, PROBE, TRY, SIGNAL, AWAIT, CONSUME,
@@ -98,15 +99,12 @@ class ModelError(Exception):
 class _Context:
     """Who is running now.  Set by the execution driving the coroutines."""
 
-    __slots__ = ("execution", "inline", "setup_locs", "thread")
+    __slots__ = ("execution", "setup_locs", "thread")
 
     def __init__(self) -> None:
         self.thread: Any = None
         self.setup_locs = 0
         self.execution: Any = None
-        # Set while code runs outside any schedule (set-up, a sequential
-        # simulation): an awaited op then runs at once instead of yielding.
-        self.inline = False
 
 
 CTX = _Context()
@@ -157,12 +155,6 @@ class Op:
             t.created += 1
 
     def __await__(self) -> Generator[Op, Any, Any]:
-        if CTX.inline:
-            # NOTE: no scheduler to hand the op to: running it here spares the
-            # suspension of every coroutine on the await chain.
-            if self.blocking and not self.enabled():
-                raise ModelError(f"{self.describe()} would block outside a schedule")
-            return self.run(0)
         return (yield self)
 
     def enabled(self) -> bool:
@@ -217,6 +209,29 @@ class DynamicOp(Op):
 
 def _set_base(op: DynamicOp, value: Footprint) -> None:
     op.base = value
+
+
+def _await_inline(self: Op) -> Generator[Op, Any, Any]:
+    if self.blocking and not self.enabled():
+        raise ModelError(f"{self.describe()} would block outside a schedule")
+    return self.run(0)
+    yield  # a generator, as __await__ must return one
+
+
+@contextmanager
+def ops_inline() -> Iterator[None]:
+    """Run every awaited op at once, where it is awaited, for code that runs outside
+    any schedule (a sequential simulation).
+
+    NOTE: swapping ``Op.__await__`` for the duration, rather than testing a flag in
+    every await, keeps the search's hot path as it was; it also spares the
+    suspension of every coroutine on the await chain."""
+    saved = Op.__dict__["__await__"]
+    Op.__await__ = _await_inline  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Op.__await__ = saved  # type: ignore[method-assign]
 
 
 class Call(Op):
