@@ -68,6 +68,19 @@ def test_clone_is_deep_and_keeps_the_shape() -> None:
     assert c["fn"] is len
 
 
+@dataclass(frozen=True)
+class Config:
+    name: str
+    sizes: tuple[int, ...]
+
+
+def test_frozen_dataclasses_of_atoms_are_shared() -> None:
+    cfg = Config("v6.18", (4096, 8))
+    c = Snapshot({"cfg": cfg, "f": Frozen("x", [1])}).clone()
+    assert c["cfg"] is cfg
+    assert c["f"] is not None and c["f"].parts == [1]
+
+
 def test_tuples_of_mutable_objects_are_rebuilt_around_the_copies() -> None:
     a = Slotted(1)
     inner = (a, [a])

@@ -8,10 +8,10 @@ it once, as a :class:`Snapshot`, and gives each execution its own copy.
 
 A snapshot holds plain Python objects: instances with ``__slots__`` or a
 ``__dict__``, lists, tuples, dicts, and *atoms* shared by every copy (None,
-numbers, strings, classes, functions that close over atoms only, and tuples of
-atoms).  Anything else (a coroutine, an execution, a bound method, a closure over
-model state) cannot be copied
-faithfully and is refused with :class:`~ptlab.engine.ModelError` when the snapshot
+numbers, strings, classes, functions that close over atoms only, tuples of atoms,
+and frozen dataclasses of atoms).  Anything else (a coroutine, an execution, a
+bound method, a closure over model state) cannot be copied faithfully and is
+refused with :class:`~ptlab.engine.ModelError` when the snapshot
 is taken, not discovered later as state leaking from one execution into the next.
 
 Cloning follows a plan made once: every object of the graph is numbered, and the
@@ -45,6 +45,10 @@ def _is_atom(value: object) -> bool:
         return all(_is_atom(c.cell_contents) for c in value.__closure__ or ())
     if type(value) is tuple or type(value) is frozenset:
         return all(_is_atom(v) for v in value)
+    params = getattr(type(value), "__dataclass_params__", None)
+    if params is not None and params.frozen:
+        # A frozen dataclass of atoms (a configuration, a geometry) never changes.
+        return all(_is_atom(v) for v in vars(value).values())
     return False
 
 
