@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..arch.geometry import X86_64
 from ..config import ERAS, KernelConfig
-from ..engine import Execution, Model, SetupCache
+from ..engine import Execution, Model, ModelViolation, SetupCache
 from ..kernel import Kernel, rcu_barrier
 from ..mm.fault import do_user_addr_fault
 from ..mm.gup import gup_fast
@@ -111,7 +111,6 @@ class FaultRace(_MmModel):
     def final_checks(self, ex: Execution, w: World) -> None:
         c = census(w.mm)
         if c.tables[-1] != 2 or c.leaves != 3:
-            from ..engine import ModelViolation
             raise ModelViolation("lost-fault", f"{c.tables[-1]} PTE tables and {c.leaves} "
                                  "PTEs after both faults (want 2 and 3)")
         if any(p.freed for p in w.kernel.alloc.pages if p.payload is not None):
