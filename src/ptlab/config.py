@@ -101,10 +101,3 @@ ERAS: dict[str, KernelConfig] = {
 
 DEFAULT_ERA = "v6.18"
 
-
-def era(name: str) -> KernelConfig:
-    """The preset for ``name``; KeyError names the valid ones."""
-    try:
-        return ERAS[name]
-    except KeyError:
-        raise KeyError(f"unknown kernel era {name!r} (valid: {', '.join(ERAS)})") from None

@@ -143,9 +143,3 @@ ARCHES: dict[str, Geometry] = {g.name: g for g in (
 
 DEFAULT_ARCH = "x86-64"
 
-
-def arch(name: str) -> Geometry:
-    try:
-        return ARCHES[name]
-    except KeyError:
-        raise KeyError(f"unknown architecture {name!r} (valid: {', '.join(ARCHES)})") from None

@@ -128,7 +128,6 @@ class Allocator:
         self.objects: list[KObject] = []
         self.nr_pagetable_loc = new_loc()
         self.nr_pagetable = 0
-        self.nr_pagetable_bytes = 0
         # Page-table bytes unlinked and waiting to be freed (a grace period, an IPI).
         self.pt_bytes_deferred = 0
         self.failures = 0
@@ -250,6 +249,8 @@ def PageActive(page: Page) -> Op:
 
 def _mod_nr_pagetable(page: Page, delta: int) -> None:
     page.check("pgtable ctor/dtor", "Write")
+    if delta < 0 and not page.flags.value & PG_table:
+        raise ModelViolation("accounting", f"page-table dtor twice on pfn {page.pfn:#x}")
     a = _allocator()
     a.nr_pagetable += delta
     if delta > 0:
@@ -258,17 +259,21 @@ def _mod_nr_pagetable(page: Page, delta: int) -> None:
         page.flags.value &= ~PG_table
 
 
+def mod_nr_pagetable(page: Page, delta: int, label: str) -> Op:
+    """The step every page-table ctor/dtor takes: PG_table and NR_PAGETABLE
+    (``label`` is formatted with ``page`` for traces)."""
+    a = _allocator()
+    fp: Footprint = ((page.flags.loc, ADD), (page.alive, READ), (a.nr_pagetable_loc, ADD))
+    return Call(fp, label, _mod_nr_pagetable, page, delta)
+
+
 def pgtable_pte_page_ctor(page: Page) -> Op:
     """include/linux/mm.h (v6.6): pgtable_pte_page_ctor(): ptlock_init,
     __SetPageTable, inc_lruvec_page_state(NR_PAGETABLE)."""
-    a = _allocator()
-    fp: Footprint = ((page.flags.loc, ADD), (page.alive, READ), (a.nr_pagetable_loc, ADD))
-    return Call(fp, "pgtable_pte_page_ctor(page)", _mod_nr_pagetable, page, 1)
+    return mod_nr_pagetable(page, 1, "pgtable_pte_page_ctor(page)")
 
 
 def pgtable_pte_page_dtor(page: Page) -> Op:
     """include/linux/mm.h (v6.6): pgtable_pte_page_dtor(): ptlock_free,
     __ClearPageTable, dec_lruvec_page_state(NR_PAGETABLE)."""
-    a = _allocator()
-    fp: Footprint = ((page.flags.loc, ADD), (page.alive, READ), (a.nr_pagetable_loc, ADD))
-    return Call(fp, "pgtable_pte_page_dtor(page)", _mod_nr_pagetable, page, -1)
+    return mod_nr_pagetable(page, -1, "pgtable_pte_page_dtor(page)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..kernel import Field, local_irq_restore, local_irq_save
+from .memory import pmd_offset_lockless
 from .types import Leaf, PageTable, mm_struct
 
 
@@ -32,19 +33,16 @@ async def gup_fast(mm: mm_struct, addr: int) -> bool:
     geo = mm.geometry
     flags = await local_irq_save()
     pinned = False
-    table = mm.pgd
-    assert table is not None
-    while table is not None and table.depth < len(geo.levels) - 1:
-        parent = table
-        nxt = await table.load(geo.index(table.depth, addr))
-        table = nxt if isinstance(nxt, PageTable) else None
-    if table is not None:
-        pte = await table.load(geo.index(table.depth, addr))      # ptep_get_lockless()
-        if isinstance(pte, Leaf):
-            # try_grab_folio_fast() would take a reference here.
-            pidx = geo.index(parent.depth, addr)
-            if await parent.load(pidx) is table and \
-                    await table.load(geo.index(table.depth, addr)) is pte:
-                pinned = True
+    pmd_table = await pmd_offset_lockless(mm, addr)
+    if pmd_table is not None:
+        pidx = geo.index(pmd_table.depth, addr)
+        table = await pmd_table.load(pidx)                        # pmdp_get_lockless()
+        if isinstance(table, PageTable):
+            pte = await table.load(geo.index(table.depth, addr))  # ptep_get_lockless()
+            if isinstance(pte, Leaf):
+                # try_grab_folio_fast() would take a reference here.
+                if await pmd_table.load(pidx) is table and \
+                        await table.load(geo.index(table.depth, addr)) is pte:
+                    pinned = True
     await local_irq_restore(flags)
     return pinned

@@ -234,7 +234,7 @@ async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
     addr = start
     while addr < end:
         nxt = min((addr + pmd_lv.size) & ~(pmd_lv.size - 1), end)
-        pmd_table = await _find_pmd_table(mm, addr)
+        pmd_table = await pmd_offset_lockless(mm, addr)
         if pmd_table is not None:
             idx = geo.index(pmd_table.depth, addr)
             if idx in pmd_table.entries:
@@ -242,8 +242,9 @@ async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
         addr = nxt
 
 
-async def _find_pmd_table(mm: mm_struct, addr: int) -> PageTable | None:
-    """pgd_offset()...pmd_offset() without allocating: the PMD table, if present."""
+async def pmd_offset_lockless(mm: mm_struct, addr: int) -> PageTable | None:
+    """``pgd_offset() ... pud_offset()`` with ``READ_ONCE()`` at each level and no
+    allocation: the PMD table for ``addr``, or None where an entry is empty."""
     geo = mm.geometry
     table = mm.pgd
     assert table is not None

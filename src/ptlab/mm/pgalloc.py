@@ -10,56 +10,28 @@ PMD tables with split PMD locks), else it is ``mm->page_table_lock``.
 
 from __future__ import annotations
 
-from ..engine import ADD, READ, WRITE, Call, Footprint, ModelViolation, Op
+from ..engine import WRITE, Call, Op
 from ..kernel import (
     GFP_PGTABLE_USER,
     Page,
     __free_page,
     alloc_pages,
-    current_kernel,
     spinlock_t,
 )
-from ..kernel.page_alloc import PG_table
+from ..kernel.page_alloc import mod_nr_pagetable
 from .types import PageTable, mm_struct
 
 
-def _ctor(page: Page, table_bytes: int) -> None:
-    page.check("pagetable ctor", "Write")
-    a = current_kernel().alloc
-    a.nr_pagetable += 1
-    a.nr_pagetable_bytes += table_bytes
-    page.flags.value |= PG_table
-
-
-def _dtor(page: Page, table_bytes: int) -> None:
-    page.check("pagetable_dtor", "Write")
-    if not page.flags.value & PG_table:
-        raise ModelViolation("accounting", f"pagetable_dtor() twice on pfn {page.pfn:#x}")
-    a = current_kernel().alloc
-    a.nr_pagetable -= 1
-    a.nr_pagetable_bytes -= table_bytes
-    page.flags.value &= ~PG_table
-
-
-def _stat_fp(page: Page) -> Footprint:
-    return ((page.flags.loc, ADD), (page.alive, READ),
-            (current_kernel().alloc.nr_pagetable_loc, ADD))
-
-
-def __pagetable_ctor(page: Page, table_bytes: int) -> Op:
+def __pagetable_ctor(page: Page) -> Op:
     """include/linux/mm.h: __pagetable_ctor(): __folio_set_pgtable();
     lruvec_stat_add_folio(NR_PAGETABLE)."""
-    return Call(_stat_fp(page), "pagetable_ctor(pfn {0.pfn:#x})", _ctor, page, table_bytes)
+    return mod_nr_pagetable(page, 1, "pagetable_ctor(pfn {0.pfn:#x})")
 
 
 def pagetable_dtor(table: PageTable) -> Op:
     """include/linux/mm.h: pagetable_dtor(): ptlock_free(); __folio_clear_pgtable();
     lruvec_stat_sub_folio(NR_PAGETABLE)."""
-    return Call(_stat_fp(table.page), "pagetable_dtor({0!r})", _dtor_table, table)
-
-
-def _dtor_table(table: PageTable) -> None:
-    _dtor(table.page, table.size)
+    return mod_nr_pagetable(table.page, -1, "pagetable_dtor(pfn {0.pfn:#x})")
 
 
 async def pagetable_alloc(mm: mm_struct, depth: int, addr: int) -> PageTable | None:
@@ -71,7 +43,7 @@ async def pagetable_alloc(mm: mm_struct, depth: int, addr: int) -> PageTable | N
     page = await alloc_pages(GFP_PGTABLE_USER, lv.page_order)
     if page is None:
         return None
-    await __pagetable_ctor(page, lv.table_bytes)
+    await __pagetable_ctor(page)
     start = addr & lv.mask if depth else 0
     name = lv.name
     split = ((lv.name == "pte" and mm.config.split_pte_ptlocks)

@@ -6,8 +6,8 @@ from typing import Any
 
 from ..engine import UPDATE, Call
 from ..kernel import Field, rcu_read_lock, rcu_read_unlock
-from .memory import __pte_offset_map
-from .types import PageTable, mm_struct
+from .memory import __pte_offset_map, pmd_offset_lockless
+from .types import mm_struct
 
 
 def _get_and_clear(pmd: Field) -> Any:
@@ -59,11 +59,8 @@ async def pte_offset_map_walk(mm: mm_struct, addr: int) -> Any:
     the entry, unmap.  Returns the entry read, or None."""
     geo = mm.geometry
     await rcu_read_lock()
-    table = mm.pgd
     entry: Any = None
-    while table is not None and table.depth < len(geo.levels) - 2:
-        nxt = await table.load(geo.index(table.depth, addr))
-        table = nxt if isinstance(nxt, PageTable) else None
+    table = await pmd_offset_lockless(mm, addr)
     if table is not None:
         pte = await __pte_offset_map(table, geo.index(table.depth, addr))
         if pte is not None:

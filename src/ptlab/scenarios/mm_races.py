@@ -44,15 +44,6 @@ class World:
     mm: mm_struct
 
 
-def _boot(config: KernelConfig, ncpus: int, fail_nowait: bool) -> Callable[[Execution], World]:
-    def setup(ex: Execution) -> World:
-        k = Kernel(None, ncpus, fail_nowait=fail_nowait, ipis=True)
-        mm = mm_struct(X86_64, config)
-        ex.run_sync(mm_alloc_pgd(mm), k.cpus[0])
-        return World(k, mm)
-    return setup
-
-
 class _MmModel:
     """Common shape: set-up (cloned per execution), threads, then the oracle after
     ``rcu_barrier()``."""
@@ -73,7 +64,11 @@ class _MmModel:
         raise NotImplementedError
 
     def _setup(self, ex: Execution) -> World:
-        w = _boot(self.config, self.ncpus(), fail_nowait=True)(ex)
+        """Boot (GFP_NOWAIT allocations may fail: explored), an mm with its PGD,
+        then the scenario's own set-up."""
+        k = Kernel(None, self.ncpus(), fail_nowait=True, ipis=True)
+        w = World(k, mm_struct(X86_64, self.config))
+        ex.run_sync(mm_alloc_pgd(w.mm), k.cpus[0])
         self.prepare(ex, w)
         return w
 
