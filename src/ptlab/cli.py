@@ -179,11 +179,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _render_sim(res: SimResult) -> str:
     levels = list(res.steps[0].tables) if res.steps else []
     head = ["step", "what", "VmPTE kB", "delta kB", *[f"{lv} tables" for lv in levels],
-            "NR_PAGETABLE", "RSS pages", "faults", "GPs", "IPIs", "deferred B"]
+            "NR_PAGETABLE", "memcg pt kB", "RSS pages", "faults", "GPs", "IPIs", "deferred B"]
     rows = [[str(s.index), s.what, str(s.vmpte_kib), f"{s.vmpte_delta_kib:+d}",
-             *[str(s.tables[lv]) for lv in levels], str(s.nr_pagetable), str(s.rss_pages),
+             *[str(s.tables[lv]) for lv in levels], str(s.nr_pagetable),
+             str(s.memcg_pagetables_kib), str(s.rss_pages),
              str(s.faults), str(s.grace_periods), str(s.ipis_sent), str(s.deferred_bytes)]
             for s in res.steps]
+    if any(len(s.mms) > 1 for s in res.steps):
+        # Tables and RSS are the parent's; each live process's VmPTE besides.
+        head.append("VmPTE kB by process")
+        for row, s in zip(rows, res.steps, strict=True):
+            row.append(" ".join(f"{n}={v}" for n, v in s.mms.items()))
     return (f"== simulate {res.workload} on {res.arch}, kernel {res.kernel}\n"
             + render_table(head, rows) + "\ncounters oracle: every counter balanced after "
             "every step")

@@ -16,6 +16,7 @@ from typing import Literal
 
 TableFreeOne = Literal["ipi", "call_rcu", "synchronize_rcu"]
 TlbFlush = Literal["ipi", "hypercall"]
+RetractFree = Literal["sync_one", "defer"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,17 @@ class KernelConfig:
     #: MAX_TABLE_BATCH: (PAGE_SIZE - sizeof(struct mmu_table_batch)) / sizeof(void *)
     #: = 509 on x86-64; scenarios shrink it to reach the flush inside a small run.
     max_table_batch: int = 509
+    #: How khugepaged frees a PTE table it retracts from a file VMA: ``sync_one`` =
+    #: ``tlb_remove_table_sync_one()`` then ``pte_free()`` (v6.5 and before:
+    #: collapse_and_free_pmd(), Jann Horn's 2022 IPI fix, under mmap_write_lock);
+    #: ``defer`` = ``pte_free_defer()`` after a grace period (v6.6, Hugh Dickins,
+    #: "mm/khugepaged: retract_page_tables() without mmap or vma lock").
+    retract_free: RetractFree = "defer"
+    #: PT_RECLAIM on every architecture with MMU_GATHER_RCU_TABLE_FREE (2026
+    #: mm-unstable, Qi Zheng and David Hildenbrand: "PT_RECLAIM def_bool y depends
+    #: on MMU_GATHER_RCU_TABLE_FREE", enabling it on more 64-bit archs);
+    #: before, only where the arch selects ARCH_SUPPORTS_PT_RECLAIM (x86-64).
+    pt_reclaim_any_arch: bool = False
     #: ``zap_empty_pte_table()`` skips the PMD trylock when ptl == pml (2026
     #: mm-unstable, "mm/memory: handle non-split locks correctly").
     reclaim_nonsplit_fix: bool = False
@@ -76,27 +88,32 @@ class KernelConfig:
 _V65 = KernelConfig(
     name="v6.5", mmu_gather_rcu_table_free=True, pt_reclaim=False, table_free_one="ipi",
     paravirt=True, tlb_flush="ipi", per_vma_lock=True, vma_refcount=False,
-    dtor_at_free=False)
+    dtor_at_free=False, retract_free="sync_one")
 
 ERAS: dict[str, KernelConfig] = {
     # pte_offset_map() may fail (Hugh Dickins' series); per-VMA locks since v6.4.
     "v6.5": _V65,
     # pte_free_defer(), retract_page_tables() without mmap_lock.
-    "v6.6": _V65.replace(name="v6.6"),
+    "v6.6": _V65.replace(name="v6.6", retract_free="defer"),
     # Last release whose single-table fallback is always the IPI.
-    "v6.13": _V65.replace(name="v6.13"),
+    "v6.13": _V65.replace(name="v6.13", retract_free="defer"),
     # PT_RECLAIM on x86-64; __tlb_remove_table_one() by RCU; dtor at free time.
-    "v6.14": _V65.replace(name="v6.14", pt_reclaim=True, table_free_one="call_rcu",
+    "v6.14": _V65.replace(name="v6.14", retract_free="defer", pt_reclaim=True,
+                          table_free_one="call_rcu",
                           dtor_at_free=True),
     # RCU table free unconditional on x86; vm_refcnt per-VMA locks.
-    "v6.15": _V65.replace(name="v6.15", pt_reclaim=True, table_free_one="call_rcu",
+    "v6.15": _V65.replace(name="v6.15", retract_free="defer", pt_reclaim=True,
+                          table_free_one="call_rcu",
                           dtor_at_free=True, vma_refcount=True),
     # The kernel on this machine.
-    "v6.18": _V65.replace(name="v6.18", pt_reclaim=True, table_free_one="call_rcu",
+    "v6.18": _V65.replace(name="v6.18", retract_free="defer", pt_reclaim=True,
+                          table_free_one="call_rcu",
                           dtor_at_free=True, vma_refcount=True),
     # 2026 mm-unstable: PT_RECLAIM def_bool y; synchronize_rcu() fallback without it.
-    "2026": _V65.replace(name="2026", pt_reclaim=True, table_free_one="call_rcu",
-                         dtor_at_free=True, vma_refcount=True, reclaim_nonsplit_fix=True),
+    "2026": _V65.replace(name="2026", retract_free="defer", pt_reclaim=True,
+                         table_free_one="call_rcu",
+                         dtor_at_free=True, vma_refcount=True, reclaim_nonsplit_fix=True,
+                         pt_reclaim_any_arch=True),
 }
 
 DEFAULT_ERA = "v6.18"

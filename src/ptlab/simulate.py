@@ -22,21 +22,32 @@ from .engine.ops import ops_inline
 from .kernel import Kernel
 from .kernel.rcu import rcu_sequential_gp
 from .mm.fault import do_user_addr_fault
+from .mm.fork import dup_mm, mmput
+from .mm.khugepaged import collapse_huge_page, collapse_pte_mapped_thp, retract_page_tables
+from .mm.mprotect import do_mprotect_pkey
+from .mm.mremap import mremap
 from .mm.oracle import census, check_mm_counters
 from .mm.pgalloc import mm_alloc_pgd
-from .mm.types import VM_READ, VM_SHARED, VM_WRITE, mm_struct
-from .mm.vma import do_mmap, exit_mmap, madvise_dontneed, munmap
+from .mm.types import VM_HUGEPAGE, VM_READ, VM_SHARED, VM_WRITE, mm_struct
+from .mm.vma import do_mmap, madvise_dontneed, munmap
 
-OPS = ("map", "touch", "madvise", "unmap", "exit")
-NOT_YET = ("mprotect", "mremap", "collapse", "fork")
+OPS = ("map", "touch", "madvise", "mprotect", "mremap", "collapse", "fork", "unmap", "exit")
 ADVICE = ("dontneed",)
+PROT = ("r", "rw")
+COLLAPSE_MODES = ("madv_collapse", "khugepaged")
+MAIN_MM = "parent"
 _UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
           "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _TOP_KEYS = ("arch", "kernel", "description", "region", "step")
-_REGION_KEYS = ("name", "start", "size", "kind", "shared")
-_STEP_KEYS = {"map": ("op", "region"), "unmap": ("op", "region"), "exit": ("op",),
-              "touch": ("op", "region", "offset", "length", "stride"),
-              "madvise": ("op", "region", "advice", "offset", "length")}
+_REGION_KEYS = ("name", "start", "size", "kind", "shared", "thp")
+_RANGE = ("region", "offset", "length", "mm")
+_STEP_KEYS = {"map": ("op", "region", "mm"), "unmap": ("op", *_RANGE),
+              "exit": ("op", "mm"), "fork": ("op", "child", "mm"),
+              "touch": ("op", *_RANGE, "stride"),
+              "madvise": ("op", *_RANGE, "advice"),
+              "mprotect": ("op", *_RANGE, "prot"),
+              "mremap": ("op", "region", "to", "mm"),
+              "collapse": ("op", *_RANGE, "mode")}
 
 
 class WorkloadError(Exception):
@@ -50,6 +61,7 @@ class Region:
     size: int
     anon: bool
     shared: bool
+    thp: bool = False
 
 
 @dataclass
@@ -61,6 +73,11 @@ class Step:
     length: int = 0
     stride: int = 0
     advice: str = ""
+    mm: str = MAIN_MM
+    child: str = ""
+    to: Region | None = None
+    prot: str = ""
+    mode: str = ""
 
 
 @dataclass
@@ -82,9 +99,12 @@ class StepReport:
     nr_pagetable: int
     rss_pages: int
     faults: int
+    mms: dict[str, int]
     grace_periods: int
     ipis_sent: int
+    ipis_delayed: int
     deferred_bytes: int
+    memcg_pagetables_kib: int
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -165,7 +185,7 @@ def parse_workload(path: str, text: str) -> Workload:
         if kind not in ("anon", "file"):
             raise WorkloadError(f"{where}: region kind {kind!r} (valid: anon, file)")
         reg = Region(str(r["name"]), _size(r["start"], where), _size(r["size"], where),
-                     kind == "anon", bool(r.get("shared", False)))
+                     kind == "anon", bool(r.get("shared", False)), bool(r.get("thp", False)))
         if reg.name in regions:
             raise WorkloadError(f"{where}: region {reg.name!r} defined twice")
         regions[reg.name] = reg
@@ -175,9 +195,6 @@ def parse_workload(path: str, text: str) -> Workload:
         line = slines[i] if i < len(slines) else 0
         where = f"{path}:{line}"
         op = s.get("op")
-        if op in NOT_YET:
-            raise WorkloadError(f"{where}: operation {op!r} is not modelled yet "
-                                f"(valid: {', '.join(OPS)})")
         if op not in OPS:
             raise WorkloadError(f"{where}: unknown operation {op!r} (valid: {', '.join(OPS)})")
         for key in s:
@@ -185,7 +202,10 @@ def parse_workload(path: str, text: str) -> Workload:
                 raise WorkloadError(f"{path}:{_key_line(text, line, key)}: {op} takes no "
                                     f"{key!r} (valid: {', '.join(_STEP_KEYS[op])})")
         step = Step(op, line)
-        if op != "exit":
+        step.mm = str(s.get("mm", MAIN_MM))
+        if op == "fork":
+            step.child = str(s.get("child", "child"))
+        if op not in ("exit", "fork"):
             name = s.get("region")
             if name not in regions:
                 raise WorkloadError(f"{where}: unknown region {name!r} "
@@ -205,6 +225,25 @@ def parse_workload(path: str, text: str) -> Workload:
             if step.advice not in ADVICE:
                 raise WorkloadError(f"{where}: advice {step.advice!r} (valid: "
                                     f"{', '.join(ADVICE)})")
+        if op == "mprotect":
+            step.prot = s.get("prot", "")
+            if step.prot not in PROT:
+                raise WorkloadError(f"{where}: prot {step.prot!r} (valid: {', '.join(PROT)})")
+        if op == "collapse":
+            step.mode = s.get("mode", COLLAPSE_MODES[0])
+            if step.mode not in COLLAPSE_MODES:
+                raise WorkloadError(f"{where}: mode {step.mode!r} (valid: "
+                                    f"{', '.join(COLLAPSE_MODES)})")
+        if op == "mremap":
+            to = s.get("to")
+            if to not in regions:
+                raise WorkloadError(f"{where}: mremap needs 'to', a region (defined: "
+                                    f"{', '.join(regions)})")
+            step.to = regions[to]
+            assert step.region is not None
+            if step.to.size != step.region.size or step.to is step.region:
+                raise WorkloadError(f"{where}: mremap moves a whole region to another "
+                                    "region of the same size")
         steps.append(step)
     return Workload(path, arch, kernel, regions, steps)
 
@@ -223,15 +262,16 @@ class _Sequential:
 
 
 class Simulator:
-    """One mm on a sequential kernel."""
+    """Processes (named mms, ``parent`` first) on one sequential kernel."""
 
     def __init__(self, geometry: Geometry, config: KernelConfig) -> None:
         self.ex = Execution(_Sequential())
         self.kernel = Kernel(None, 1, sequential=True)
         self.cpu = self.kernel.cpus[0]
         self.mm = mm_struct(geometry, config)
+        self.mms: dict[str, mm_struct] = {MAIN_MM: self.mm}
         self.faults = 0
-        self.mapped: dict[str, bool] = {}
+        self.mapped: dict[tuple[str, str], bool] = {}
         self.run(mm_alloc_pgd(self.mm))
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -241,10 +281,9 @@ class Simulator:
     def settle(self) -> None:
         """A grace period passes; then every counter must balance."""
         self.run(rcu_sequential_gp())
-        check_mm_counters(self.kernel, [self.mm], settled=True)
+        check_mm_counters(self.kernel, list(self.mms.values()), settled=True)
 
-    async def touch(self, start: int, length: int, stride: int) -> None:
-        mm = self.mm
+    async def touch(self, mm: mm_struct, start: int, length: int, stride: int) -> None:
         addr, end = start, start + length
         while addr < end:
             if not await do_user_addr_fault(mm, addr):
@@ -252,33 +291,76 @@ class Simulator:
             self.faults += 1
             addr += stride
 
+    async def collapse(self, mm: mm_struct, reg: Region, start: int, length: int,
+                       mode: str) -> None:
+        """khugepaged / MADV_COLLAPSE over each whole PMD range of ``[start, +len)``."""
+        pmd = mm.geometry.levels[-2].size
+        addr = (start + pmd - 1) & ~(pmd - 1)
+        while addr + pmd <= start + length:
+            if reg.anon:
+                await collapse_huge_page(mm, addr)
+            elif mode == "khugepaged":
+                await retract_page_tables(mm, addr)
+            else:
+                await collapse_pte_mapped_thp(mm, addr, install_pmd=True)
+            addr += pmd
+
+    def _need(self, step: Step, name: str, mapped: bool) -> None:
+        if self.mapped.get((step.mm, name), False) != mapped:
+            raise WorkloadError(f"{step.line}: region {name!r} is "
+                                f"{'not ' if mapped else 'already '}mapped in {step.mm!r}")
+
     def step(self, step: Step) -> None:
-        mm, reg = self.mm, step.region
+        mm = self.mms.get(step.mm)
+        if mm is None:
+            raise WorkloadError(f"{step.line}: no process {step.mm!r} (live: "
+                                f"{', '.join(self.mms)})")
+        reg = step.region
         if step.op == "exit":
-            self.run(exit_mmap(mm))
+            self.run(mmput(mm))
+            del self.mms[step.mm]
+            return
+        if step.op == "fork":
+            if step.child in self.mms:
+                raise WorkloadError(f"{step.line}: process {step.child!r} already exists")
+            child = self.run(dup_mm(mm))
+            if child is None:
+                raise ModelViolation("oom", "fork failed: -ENOMEM")
+            self.mms[step.child] = child
+            for (owner, name), on in list(self.mapped.items()):
+                if owner == step.mm:
+                    self.mapped[(step.child, name)] = on
             return
         assert reg is not None
         start = reg.start + step.offset
         if step.op == "map":
-            if self.mapped.get(reg.name):
-                raise WorkloadError(f"{step.line}: region {reg.name!r} is already mapped")
-            flags = VM_READ | VM_WRITE | (VM_SHARED if reg.shared else 0)
+            self._need(step, reg.name, False)
+            flags = VM_READ | VM_WRITE | (VM_SHARED if reg.shared else 0) | \
+                (VM_HUGEPAGE if reg.thp else 0)
             self.run(do_mmap(mm, reg.start, reg.size, flags, reg.anon,
                              None if reg.anon else reg.name))
-            self.mapped[reg.name] = True
+            self.mapped[(step.mm, reg.name)] = True
             return
-        if not self.mapped.get(reg.name):
-            raise WorkloadError(f"{step.line}: region {reg.name!r} is not mapped")
+        self._need(step, reg.name, True)
         if step.op == "touch":
-            self.run(self.touch(start, step.length, step.stride))
+            self.run(self.touch(mm, start, step.length, step.stride))
         elif step.op == "madvise":
             self.run(madvise_dontneed(mm, start, step.length))
+        elif step.op == "mprotect":
+            self.run(do_mprotect_pkey(mm, start, step.length, step.prot == "rw"))
+        elif step.op == "collapse":
+            self.run(self.collapse(mm, reg, start, step.length, step.mode))
+        elif step.op == "mremap":
+            assert step.to is not None
+            self._need(step, step.to.name, False)
+            if not self.run(mremap(mm, reg.start, reg.size, step.to.start)):
+                raise WorkloadError(f"{step.line}: mremap of {reg.name!r} failed (-EFAULT)")
+            self.mapped[(step.mm, reg.name)] = False
+            self.mapped[(step.mm, step.to.name)] = True
         elif step.op == "unmap":
-            if step.offset or step.length != reg.size:
-                raise WorkloadError(f"{step.line}: unmap takes a whole region (splitting "
-                                    "VMAs is not modelled yet)")
-            self.run(munmap(mm, reg.start, reg.size))
-            self.mapped[reg.name] = False
+            self.run(munmap(mm, start, step.length))
+            if step.offset == 0 and step.length == reg.size:
+                self.mapped[(step.mm, reg.name)] = False
 
 
 def simulate(wl: Workload, arch: str | None = None, kernel: str | None = None) -> SimResult:
@@ -298,11 +380,15 @@ def simulate(wl: Workload, arch: str | None = None, kernel: str | None = None) -
         sim.settle()
         c = census(sim.mm)
         vmpte = sim.mm.pgtables_bytes.value >> 10
-        what = step.op + ("" if step.region is None else " " + step.region.name)
+        what = step.op + ("" if step.region is None else " " + step.region.name) + \
+            ("" if step.mm == MAIN_MM else f" ({step.mm})")
         if step.op == "madvise":
             what += " " + step.advice
         out.steps.append(StepReport(
             n, what, vmpte, vmpte - base, dict(zip(levels, c.tables, strict=True)),
             sim.kernel.alloc.nr_pagetable, sim.mm.rss.value, sim.faults,
-            sim.kernel.rcu.grace_periods, sim.kernel.smp.ipis_sent, deferred))
+            {name: m.pgtables_bytes.value >> 10 for name, m in sim.mms.items()},
+            sim.kernel.rcu.grace_periods, sim.kernel.smp.ipis_sent,
+            sim.kernel.smp.ipis_delayed, deferred,
+            sum(sim.kernel.alloc.memcg_pagetables.values()) >> 10))
     return out

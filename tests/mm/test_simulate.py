@@ -100,7 +100,13 @@ async def _noop() -> None:
 @pytest.mark.parametrize("text, message", [
     ("bogus = 1\n", "unknown key 'bogus'"),
     ('[[step]]\nop = "explode"\n', "unknown operation 'explode'"),
-    ('[[step]]\nop = "mremap"\n', "not modelled yet"),
+    ('[[step]]\nop = "mremap"\n', "unknown region None"),
+    ('[[region]]\nname = "a"\nstart = 0\nsize = 4096\n[[step]]\nop = "mremap"\nregion = "a"\n',
+     "mremap needs 'to'"),
+    ('[[region]]\nname = "a"\nstart = 0\nsize = 4096\n[[step]]\nop = "mprotect"\n'
+     'region = "a"\nprot = "x"\n', "prot 'x' \\(valid: r, rw\\)"),
+    ('[[region]]\nname = "a"\nstart = 0\nsize = 4096\n[[step]]\nop = "fork"\nregion = "a"\n',
+     ":7: fork takes no 'region'"),
     ('[[region]]\nname = "a"\nstart = 0\nsize = "1Q"\n', "not a size"),
     ('[[step]]\nop = "map"\nregion = "nope"\n', "unknown region 'nope'"),
     ('[[region]]\nname = "a"\nstart = 0\nsize = 4096\ncolour = 1\n', ":5: unknown region key"),
@@ -123,3 +129,7 @@ def test_the_json_schema_lists_what_the_parser_accepts() -> None:
     assert props["arch"]["enum"] == list(ARCHES)
     assert props["kernel"]["enum"] == list(ERAS)
     assert props["step"]["items"]["properties"]["op"]["enum"] == list(OPS)
+    from ptlab.simulate import _REGION_KEYS, _STEP_KEYS
+    step_keys = {k for keys in _STEP_KEYS.values() for k in keys}
+    assert set(props["step"]["items"]["properties"]) == step_keys
+    assert set(props["region"]["items"]["properties"]) == set(_REGION_KEYS)

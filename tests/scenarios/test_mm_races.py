@@ -21,8 +21,8 @@ def test_munmap_walkers(variant: str) -> None:
     assert out.matches, (out.expected, out.found)
     if out.expected == OK:
         assert out.result.exhaustive
-        assert "an RCU walker read a PTE of the table being unmapped" in out.result.reached
-        assert "GUP-fast pinned a page while munmap ran" in out.result.reached
+        assert "an RCU walker read a PTE of the table being changed" in out.result.reached
+        assert "GUP-fast pinned a page meanwhile" in out.result.reached
     else:
         v = out.violation
         assert v is not None and v.thread.startswith("walker/"), v
@@ -34,3 +34,27 @@ def test_the_ipi_fallback_is_safe_for_gup_fast_alone() -> None:
     out = run_check(CheckSpec("munmap-walkers", "pt-reclaim-ipi-fallback",
                               {"rcu_walkers": 0, "gup_walkers": 1}))
     assert out.result.verdict == "ok" and out.result.exhaustive
+
+
+@pytest.mark.parametrize("variant", [v.name for v in SCENARIOS["retract-walkers"].variants])
+def test_retract_walkers(variant: str) -> None:
+    """pte_free_defer() (v6.6+) keeps a retracted table for RCU walkers; v6.5's IPI
+    then pte_free() does not."""
+    out = run_check(CheckSpec("retract-walkers", variant))
+    assert out.matches, (out.expected, out.found)
+    if out.expected == OK:
+        assert out.result.exhaustive
+        assert "an RCU walker read a PTE of the table being changed" in out.result.reached
+    else:
+        v = out.violation
+        assert v is not None and v.thread.startswith("walker/"), v
+        assert "retract_page_tables" in v.report
+
+
+@pytest.mark.parametrize("variant", [v.name for v in SCENARIOS["mremap-walkers"].variants])
+def test_mremap_walkers(variant: str) -> None:
+    out = run_check(CheckSpec("mremap-walkers", variant))
+    assert out.matches, (out.expected, out.found)
+    if out.expected == OK:
+        assert out.result.exhaustive
+        assert "an RCU walker read a PTE of the table being changed" in out.result.reached

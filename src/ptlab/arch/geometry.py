@@ -56,6 +56,8 @@ class Geometry:
     pte_alloc: str = "page"
     #: Top of the user address space (TASK_SIZE_MAX).
     task_size: int = 1 << 47
+    #: ARCH_SUPPORTS_PT_RECLAIM: only x86-64 selects it (v6.14 to v6.18).
+    supports_pt_reclaim: bool = False
 
     @property
     def page_size(self) -> int:
@@ -83,7 +85,7 @@ X86_64 = Geometry(
         _lv("pud", 30, 512, 4096),
         _lv("pmd", 21, 512, 4096),
         _lv("pte", 12, 512, 4096),
-    ))
+    ), supports_pt_reclaim=True)
 
 X86_64_LA57 = Geometry(
     "x86-64-la57", "x86-64, 5-level paging (57-bit VA, LA57)", 12, (
@@ -92,7 +94,7 @@ X86_64_LA57 = Geometry(
         _lv("pud", 30, 512, 4096),
         _lv("pmd", 21, 512, 4096),
         _lv("pte", 12, 512, 4096),
-    ), task_size=1 << 56)
+    ), task_size=1 << 56, supports_pt_reclaim=True)
 
 ARM64_4K = Geometry(
     "arm64", "arm64, 4K granule, 48-bit VA (4 levels)", 12, (

@@ -218,6 +218,11 @@ def _await_inline(self: Op) -> Generator[Op, Any, Any]:
     yield  # a generator, as __await__ must return one
 
 
+def _call_inline(self: Call) -> Generator[Op, Any, Any]:
+    return self.fn(*self.args)
+    yield  # a generator, as __await__ must return one
+
+
 @contextmanager
 def ops_inline() -> Iterator[None]:
     """Run every awaited op at once, where it is awaited, for code that runs outside
@@ -227,11 +232,18 @@ def ops_inline() -> Iterator[None]:
     every await, keeps the search's hot path as it was; it also spares the
     suspension of every coroutine on the await chain."""
     saved = Op.__dict__["__await__"]
+    saved_call = Call.__dict__.get("__await__")
     Op.__await__ = _await_inline  # type: ignore[method-assign]
+    # NOTE: most steps are Calls, which never block: skip the check and run().
+    Call.__await__ = _call_inline  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         Op.__await__ = saved  # type: ignore[method-assign]
+        if saved_call is None:
+            del Call.__await__
+        else:
+            Call.__await__ = saved_call  # type: ignore[method-assign]
 
 
 class Call(Op):

@@ -28,9 +28,9 @@ from ..engine import (
     Footprint,
     ModelViolation,
     Op,
-    current_thread,
     new_loc,
 )
+from ..engine.ops import CTX
 
 
 class Resource:
@@ -46,6 +46,8 @@ class Resource:
 
 class CPU:
     __slots__ = (
+        "fp_rcu_enter",
+        "fp_rcu_exit",
         "idx",
         "irq",
         "irqs_disabled",
@@ -65,6 +67,9 @@ class CPU:
         self.rcu_nesting = 0
         self.irqs_disabled = False
         self.thread_name = f"cpu{idx}"
+        # The footprints of entering and leaving a read-side section, built once.
+        self.fp_rcu_enter: Footprint = ((self.rcu.loc, ACQUIRE),)
+        self.fp_rcu_exit: Footprint = ((self.rcu.loc, RELEASE),)
 
     @property
     def quiescent(self) -> bool:
@@ -75,7 +80,7 @@ class CPU:
 
 
 def this_cpu() -> CPU:
-    cpu = getattr(current_thread(), "ctx", None)
+    cpu = getattr(CTX.thread, "ctx", None)
     if cpu.__class__ is not CPU:
         raise ModelViolation("bad-context", "a per-CPU primitive was used outside a CPU thread")
     return cpu
@@ -88,7 +93,12 @@ class _Transition(DynamicOp):
 
     def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
                  result: Any) -> None:
-        DynamicOp.__init__(self, fp)
+        # NOTE: DynamicOp.__init__ inlined (its fp setter is a call): RCU and IRQ
+        # transitions are a quarter of the steps of a page fault.
+        self.base = fp
+        t = CTX.thread
+        if t is not None:
+            t.created += 1
         self.cpu = cpu
         self.label = label
         self.irq_to = irq_to  # -1 leave, 0 release, 1 acquire
@@ -114,19 +124,22 @@ class _Transition(DynamicOp):
 def _transition(cpu: CPU, label: str, was_irq: bool, was_cs: bool,
                 extra: Footprint = (), result: Any = None) -> Op:
     """Build the step for a state change, given the state before it."""
-    now_irq, now_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
-    fp: list[tuple[int, int]] = list(extra)
+    now_irq = cpu.irqs_disabled
+    now_cs = cpu.rcu_nesting > 0 or cpu.preempt_count > 0 or now_irq
+    if now_irq == was_irq and now_cs == was_cs:
+        return _Transition(cpu, label, extra, -1, -1, result)
+    fp = extra
     irq_to = rcu_to = -1
     if now_irq != was_irq:
         irq_to = int(now_irq)
-        fp.append((cpu.irq.loc, ACQUIRE if now_irq else RELEASE))
+        fp = (*fp, (cpu.irq.loc, ACQUIRE if now_irq else RELEASE))
     if now_cs != was_cs:
         rcu_to = int(now_cs)
         if now_cs:
-            fp.append((cpu.rcu.loc, ACQUIRE))
+            fp = (*fp, (cpu.rcu.loc, ACQUIRE))
         else:
-            return _RcuExit(cpu, label, tuple(fp), irq_to, rcu_to, result)
-    return _Transition(cpu, label, tuple(fp), irq_to, rcu_to, result)
+            return _RcuExit(cpu, label, (*fp, (cpu.rcu.loc, RELEASE)), irq_to, rcu_to, result)
+    return _Transition(cpu, label, fp, irq_to, rcu_to, result)
 
 
 def rcu_exit(cpu: CPU) -> None:
@@ -152,14 +165,10 @@ def rcu_exit_footprint(cpu: CPU, base: Footprint, bound: bool = False) -> Footpr
 
 
 class _RcuExit(_Transition):
-    """The end of a read-side critical section (see :func:`rcu_exit_footprint`)."""
+    """The end of a read-side critical section (see :func:`rcu_exit_footprint`);
+    its ``fp`` ends with the RELEASE of the CPU's RCU resource."""
 
     __slots__ = ()
-
-    def __init__(self, cpu: CPU, label: str, fp: Footprint, irq_to: int, rcu_to: int,
-                 result: Any) -> None:
-        _Transition.__init__(self, cpu, label, fp + ((cpu.rcu.loc, RELEASE),), irq_to,
-                             rcu_to, result)
 
     def footprint(self) -> Footprint:
         return rcu_exit_footprint(self.cpu, self.base)
@@ -206,19 +215,25 @@ def preempt_enable() -> Op:
 def rcu_read_lock() -> Op:
     """include/linux/rcupdate.h: rcu_read_lock()."""
     cpu = this_cpu()
-    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
-    cpu.rcu_nesting += 1
-    return _transition(cpu, "rcu_read_lock()", was_irq, was_cs)
+    # NOTE: the two cases spelled out (not _transition()): a page fault takes
+    # two read-side sections.
+    if cpu.rcu_nesting or cpu.preempt_count or cpu.irqs_disabled:
+        cpu.rcu_nesting += 1
+        return _Transition(cpu, "rcu_read_lock()", (), -1, -1, None)
+    cpu.rcu_nesting = 1
+    return _Transition(cpu, "rcu_read_lock()", cpu.fp_rcu_enter, -1, 1, None)
 
 
 def rcu_read_unlock() -> Op:
     """include/linux/rcupdate.h: rcu_read_unlock()."""
     cpu = this_cpu()
-    was_irq, was_cs = cpu.irqs_disabled, cpu._in_rcu_cs()
-    if cpu.rcu_nesting <= 0:
+    n = cpu.rcu_nesting
+    if n <= 0:
         raise ModelViolation("rcu-imbalance", "rcu_read_unlock() without rcu_read_lock()")
-    cpu.rcu_nesting -= 1
-    return _transition(cpu, "rcu_read_unlock()", was_irq, was_cs)
+    cpu.rcu_nesting = n - 1
+    if n > 1 or cpu.preempt_count or cpu.irqs_disabled:
+        return _Transition(cpu, "rcu_read_unlock()", (), -1, -1, None)
+    return _RcuExit(cpu, "rcu_read_unlock()", cpu.fp_rcu_exit, -1, 0, None)
 
 
 def lockdep_assert_idle(cpu: CPU) -> None:

@@ -36,7 +36,8 @@ __GFP_ZERO = 0x10
 GFP_PGTABLE_USER = GFP_KERNEL | __GFP_ACCOUNT | __GFP_ZERO
 
 PG_active = 1 << 0
-PG_table = 1 << 1  # page_type PGTY_table in newer kernels
+PG_table = 1 << 1
+ROOT_MEMCG = "memcg"  # page_type PGTY_table in newer kernels
 PG_reserved = 1 << 2
 
 
@@ -128,6 +129,9 @@ class Allocator:
         self.objects: list[KObject] = []
         self.nr_pagetable_loc = new_loc()
         self.nr_pagetable = 0
+        # memory.stat "pagetables" per memcg, in bytes: pages charged with
+        # __GFP_ACCOUNT while they hold page tables (lruvec_stat_add_folio()).
+        self.memcg_pagetables: dict[str, int] = {}
         # Page-table bytes unlinked and waiting to be freed (a grace period, an IPI).
         self.pt_bytes_deferred = 0
         self.failures = 0
@@ -165,6 +169,8 @@ async def alloc_pages(gfp: int, order: int = 0, memcg: str | None = None) -> Pag
     """mm/page_alloc.c: alloc_pages(); None when a GFP_NOWAIT allocation fails."""
     if _may_fail(gfp) and not await _alloc_choice(f"alloc_pages(order {order})"):
         return None
+    if memcg is None and gfp & __GFP_ACCOUNT:
+        memcg = ROOT_MEMCG   # the task's memcg: one per model
     return _allocator()._new_page(order, memcg)
 
 
@@ -252,7 +258,10 @@ def _mod_nr_pagetable(page: Page, delta: int) -> None:
     if delta < 0 and not page.flags.value & PG_table:
         raise ModelViolation("accounting", f"page-table dtor twice on pfn {page.pfn:#x}")
     a = _allocator()
-    a.nr_pagetable += delta
+    a.nr_pagetable += delta << page.order     # lruvec_stat_add_folio(): nr_pages
+    if page.memcg is not None:
+        a.memcg_pagetables[page.memcg] = (a.memcg_pagetables.get(page.memcg, 0)
+                                          + delta * page.size)
     if delta > 0:
         page.flags.value |= PG_table
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..kernel import Field, local_irq_restore, local_irq_save
-from .memory import pmd_offset_lockless
+from .pgtable import pmd_offset_lockless
 from .types import Leaf, PageTable, mm_struct
 
 

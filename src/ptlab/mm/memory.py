@@ -14,11 +14,18 @@
 
 from __future__ import annotations
 
-from ..engine import ADD, Call, ModelViolation, Op
+from ..engine import ModelViolation
 from ..kernel import rcu_read_lock, rcu_read_unlock, spin_lock, spin_trylock, spin_unlock
+from .huge_memory import (
+    __split_huge_pmd,
+    do_huge_pmd_anonymous_page,
+    thp_vma_allowable,
+    zap_huge_pmd,
+)
 from .mmu_gather import mmu_gather, pte_free_tlb
 from .pgalloc import pagetable_alloc, pte_free, pte_lockptr
-from .types import Leaf, PageTable, mm_pgtables_add, mm_struct, vm_area_struct
+from .pgtable import pmd_offset_lockless
+from .types import VM_WRITE, Leaf, PageTable, mm_pgtables_add, mm_rss_add, mm_struct, vm_area_struct
 
 # -- lock-free mapping of a PTE table (mm/pgtable-generic.c) ------------------------------
 
@@ -115,7 +122,7 @@ async def do_anonymous_page(mm: mm_struct, vma: vm_area_struct, pmd_table: PageT
         return False
     idx = geo.index(pte.depth, addr)
     if await pte.load(idx) is None:
-        await pte.store(idx, Leaf(vma.anon))
+        await pte.store(idx, Leaf(vma.anon, False, 1, bool(vma.vm_flags & VM_WRITE)))
         await mm_rss_add(mm, 1)
     await pte_unmap_unlock(mm, pte)
     return True
@@ -131,20 +138,19 @@ async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int) -> bool
         if pmd_table is None:
             return False
         idx = geo.index(pmd_table.depth, addr)
-        if await pmd_table.load(idx) is None:              # pte_alloc()
+        pmdval = await pmd_table.load(idx)
+        if pmdval is None and thp_vma_allowable(vma, addr, geo.levels[-2].size):
+            # create_huge_pmd(): a fallback (no huge folio) is not modelled.
+            if not await do_huge_pmd_anonymous_page(mm, vma, pmd_table, idx, addr):
+                return False
+            pmdval = await pmd_table.load(idx)
+        if isinstance(pmdval, Leaf):                      # pmd_trans_huge(): mapped
+            return True
+        if pmdval is None:                                # pte_alloc()
             if not await __pxd_alloc(mm, pmd_table, idx, addr):
                 return False
         if await do_anonymous_page(mm, vma, pmd_table, addr):
             return True
-
-
-def _rss(mm: mm_struct, delta: int) -> None:
-    mm.rss.value += delta
-
-
-def mm_rss_add(mm: mm_struct, delta: int) -> Op:
-    """add_mm_counter(mm, MM_ANONPAGES/MM_FILEPAGES, delta)."""
-    return Call(mm.rss.fp(ADD), "add_mm_counter({1:+})", _rss, mm, delta)
 
 
 # -- zap ---------------------------------------------------------------------------------
@@ -227,8 +233,9 @@ async def zap_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, id
 
 async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
                            reclaim_pt: bool = False) -> None:
-    """mm/memory.c: unmap_page_range() down to zap_pte_range() for each PMD entry
-    that maps a table (huge PMDs are split first upstream; not modelled)."""
+    """mm/memory.c: unmap_page_range() down to zap_pmd_range(): a huge PMD is zapped
+    whole (``zap_huge_pmd()``) when the range covers it, else split first; each PMD
+    entry that maps a table goes to zap_pte_range()."""
     geo = mm.geometry
     pmd_lv = geo.levels[-2]
     addr = start
@@ -237,23 +244,17 @@ async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
         pmd_table = await pmd_offset_lockless(mm, addr)
         if pmd_table is not None:
             idx = geo.index(pmd_table.depth, addr)
+            if isinstance(pmd_table.entries.get(idx), Leaf):
+                if nxt - addr == pmd_lv.size:
+                    if await zap_huge_pmd(mm, pmd_table, idx):
+                        tlb.need_flush = True
+                        addr = nxt
+                        continue
+                else:
+                    await __split_huge_pmd(mm, pmd_table, idx, addr)
             if idx in pmd_table.entries:
                 await zap_pte_range(mm, tlb, pmd_table, idx, addr, nxt, reclaim_pt)
         addr = nxt
-
-
-async def pmd_offset_lockless(mm: mm_struct, addr: int) -> PageTable | None:
-    """``pgd_offset() ... pud_offset()`` with ``READ_ONCE()`` at each level and no
-    allocation: the PMD table for ``addr``, or None where an entry is empty."""
-    geo = mm.geometry
-    table = mm.pgd
-    assert table is not None
-    while table.depth < len(geo.levels) - 2:
-        nxt = await table.load(geo.index(table.depth, addr))
-        if not isinstance(nxt, PageTable):
-            return None
-        table = nxt
-    return table
 
 
 # -- free_pgtables ------------------------------------------------------------------------

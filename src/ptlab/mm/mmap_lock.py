@@ -77,6 +77,10 @@ def _enter(vma: vm_area_struct) -> None:
     vma.vm_refcnt += VMA_LOCK_OFFSET
 
 
+def _mark_locked(mm: mm_struct, vma: vm_area_struct) -> None:
+    vma.vm_lock_seq = mm.mm_lock_seq
+
+
 def _locked(mm: mm_struct, vma: vm_area_struct) -> None:
     vma.vm_lock_seq = mm.mm_lock_seq
     vma.vm_refcnt -= VMA_LOCK_OFFSET
@@ -86,6 +90,12 @@ async def vma_start_write(mm: mm_struct, vma: vm_area_struct) -> None:
     """include/linux/mmap_lock.h: vma_start_write() (mmap_lock held for write):
     ``__vma_enter_locked()`` waits for readers to drain, then records the seq."""
     if vma.vm_lock_seq == mm.mm_lock_seq:
+        return
+    if vma.vm_refcnt == 0:
+        # Detached (a VMA being built, e.g. by __split_vma()): no reader can
+        # reach it, so there is nobody to wait for.
+        await Call(((vma.lock_loc, UPDATE), (mm.seq_loc, READ)), "__vma_start_write({1!r})",
+                   _mark_locked, mm, vma)
         return
     await Call(((vma.lock_loc, UPDATE),), "__vma_enter_locked({0!r})", _enter, vma)
     await WaitUntil(((vma.lock_loc, READ),), "wait for VMA readers",

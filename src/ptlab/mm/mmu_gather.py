@@ -27,7 +27,13 @@ from ..kernel import (
     smp_call_function,
     synchronize_rcu,
 )
-from .pgalloc import pagetable_dtor, pagetable_free
+from .pgalloc import (
+    arch_tlb_remove_table,
+    pagetable_dtor,
+    pagetable_free,
+    pgtable_allocator,
+    pte_free_tlb_arch,
+)
 from .types import PageTable, mm_struct
 
 
@@ -104,10 +110,15 @@ async def tlb_flush_mmu_tlbonly(tlb: mmu_gather) -> None:
 
 async def __tlb_remove_table(table: PageTable) -> None:
     """include/asm-generic/tlb.h (generic since v6.14): __tlb_remove_table():
-    ``pagetable_dtor(); pagetable_free()`` (the dtor ran at unlink before v6.14)."""
-    if table.mm.config.dtor_at_free:
-        await pagetable_dtor(table)
-    await pagetable_free(table)
+    ``pagetable_dtor(); pagetable_free()`` (the dtor ran at unlink before v6.14).
+    powerpc and s390 v6.6 have their own for the tables that share a page
+    (pgalloc.arch_tlb_remove_table())."""
+    if pgtable_allocator(table.mm, table.depth) != "page":
+        await arch_tlb_remove_table(table)
+    else:
+        if table.mm.config.dtor_at_free:
+            await pagetable_dtor(table)
+        await pagetable_free(table)
     await _defer_stat(table, -1)
 
 
@@ -132,7 +143,7 @@ async def __tlb_remove_table_one_rcu(head: rcu_head) -> None:
 async def tlb_remove_table_one(tlb: mmu_gather, table: PageTable) -> None:
     """mm/mmu_gather.c: tlb_remove_table_one() -> __tlb_remove_table_one(), in the
     era's form (``KernelConfig.table_free_one``)."""
-    how = tlb.mm.config.table_free_one
+    how = tlb.mm.table_free_one
     if how == "call_rcu":
         await call_rcu(table.page.pt_rcu_head, __tlb_remove_table_one_rcu)
         return
@@ -191,6 +202,7 @@ async def pte_free_tlb(tlb: mmu_gather, table: PageTable, addr: int) -> None:
     tlb.need_flush = True
     if not table.mm.config.dtor_at_free:
         await pagetable_dtor(table)   # pagetable_pte_dtor() in ___pte_free_tlb()
+    await pte_free_tlb_arch(table)    # s390 v6.6: page_table_free_rcu() marks the half
     if tlb.mm.config.mmu_gather_rcu_table_free:
         await tlb_remove_table(tlb, table)
     else:

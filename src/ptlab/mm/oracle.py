@@ -4,11 +4,14 @@ step; a disagreement is an ``accounting`` violation, never a silent drift.
 
 * ``mm->pgtables_bytes`` (VmPTE) = the sum over the tables linked in the tree,
   below the top level, of ``PTRS_PER_* * sizeof(entry)`` of their level;
-* NR_PAGETABLE = the table pages allocated and not yet freed (less those whose
-  dtor already ran, before v6.14);
+* NR_PAGETABLE = the base pages of the table pages (of every order) allocated
+  and not yet freed (less those whose dtor already ran, before v6.14); the memcg
+  "pagetables" charge = the bytes of those allocated ``__GFP_ACCOUNT``;
 * RSS = the leaf entries present;
 * once settled (a grace period passed, no gather open): nothing is waiting to be
-  freed, and every live table page is linked in some mm's tree.
+  freed, and every live table page is linked in some mm's tree or held by its
+  fragment cache (powerpc's ``mm->context.pte_frag``/``pmd_frag`` keep a page
+  whose tables were all freed until destroy_context()).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from ..engine import ModelViolation
 from ..kernel import Kernel
 from ..kernel.page_alloc import PG_table
+from .pgalloc import pgtable_cache_pages
 from .types import Leaf, PageTable, mm_struct
 
 
@@ -49,7 +53,9 @@ def census(mm: mm_struct) -> Census:
             if isinstance(v, PageTable):
                 stack.append(v)
             elif isinstance(v, Leaf):
-                leaves += 1
+                leaves += v.nr
+        # Deposited tables (huge PMDs) are counted in nr_ptes like linked ones.
+        stack.extend(t.deposit)
     return Census(tables, nbytes, leaves)
 
 
@@ -61,6 +67,7 @@ def linked_pages(mm: mm_struct) -> set[int]:
         assert t is not None
         out.add(t.page.alive)
         stack.extend(v for v in t.entries.values() if isinstance(v, PageTable))
+        stack.extend(t.deposit)
     return out
 
 
@@ -77,11 +84,18 @@ def check_mm_counters(kernel: Kernel, mms: list[mm_struct], settled: bool) -> No
             raise ModelViolation("accounting", f"RSS is {mm.rss.value} but {c.leaves} PTEs "
                                  "are present")
         linked |= linked_pages(mm)
+        linked.update(p.alive for p in pgtable_cache_pages(mm))
     a = kernel.alloc
     live = [p for p in a.pages if not p.freed and p.flags.value & PG_table]
-    if a.nr_pagetable != len(live):
+    nr_live = sum(1 << p.order for p in live)
+    if a.nr_pagetable != nr_live:
         raise ModelViolation("accounting", f"NR_PAGETABLE is {a.nr_pagetable} but "
-                             f"{len(live)} table pages are live")
+                             f"{nr_live} pages of tables are live")
+    charged = sum(p.size for p in live if p.memcg is not None)
+    if sum(a.memcg_pagetables.values()) != charged:
+        raise ModelViolation("accounting", f"memcg pagetables is "
+                             f"{sum(a.memcg_pagetables.values())} bytes but the live "
+                             f"__GFP_ACCOUNT table pages make {charged}")
     if settled:
         if a.pt_bytes_deferred:
             raise ModelViolation("accounting", f"{a.pt_bytes_deferred} bytes of page tables "

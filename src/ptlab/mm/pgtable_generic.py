@@ -6,7 +6,8 @@ from typing import Any
 
 from ..engine import UPDATE, Call
 from ..kernel import Field, rcu_read_lock, rcu_read_unlock
-from .memory import __pte_offset_map, pmd_offset_lockless
+from .memory import __pte_offset_map
+from .pgtable import pmd_offset_lockless
 from .types import mm_struct
 
 

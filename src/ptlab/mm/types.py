@@ -29,8 +29,8 @@ class PageTable:
     """One page table (``pgtable_t`` for PTE tables): ``level`` indexes the
     geometry's levels, top first."""
 
-    __slots__ = ("_rfp", "_wfp", "depth", "entries", "frag", "gen", "loc", "mm", "name",
-                 "page", "ptl", "size", "start")
+    __slots__ = ("_rfp", "_wfp", "deposit", "depth", "entries", "frag", "gen", "loc", "mm",
+                 "name", "page", "ptl", "size", "start")
 
     def __init__(self, mm: mm_struct, page: Page, depth: int, name: str, start: int,
                  size: int, frag: int = 0, ptl: spinlock_t | None = None,
@@ -46,6 +46,9 @@ class PageTable:
         self.loc = new_loc()
         self.ptl = ptl
         self.gen = gen
+        # PMD tables: ``pmd_huge_pte``, the FIFO of PTE tables deposited for huge
+        # PMDs (pgtable_trans_huge_deposit()); guarded by the PMD lock.
+        self.deposit: list[PageTable] = []
         self._rfp: Footprint = ((self.loc, READ), (page.alive, READ))
         self._wfp: Footprint = ((self.loc, WRITE), (page.alive, READ))
 
@@ -61,12 +64,18 @@ class PageTable:
                 "use-after-reuse", f"{what}: {self!r} (generation {self.gen}) was freed and "
                 f"its slot now holds {slots[self.frag]!r}")
 
+    # NOTE: the accessors test the common case (live, slot still ours) inline and
+    # call check() only to report: they run for every step of every fault.
     def _get(self, idx: int) -> Any:
-        self.check(self.name)
+        page = self.page
+        if page.freed or page.payload[self.frag] is not self:
+            self.check(self.name)
         return self.entries.get(idx)
 
     def _set(self, idx: int, value: Any) -> None:
-        self.check(self.name, "Write")
+        page = self.page
+        if page.freed or page.payload[self.frag] is not self:
+            self.check(self.name, "Write")
         if value is None:
             self.entries.pop(idx, None)
         else:
@@ -100,21 +109,27 @@ class PageTable:
 
 
 class Leaf:
-    """A present leaf entry: a PTE mapping a page, or a huge PMD."""
+    """A present leaf entry: a PTE mapping a page, or a huge PMD mapping ``nr``
+    pages; ``writable`` is the entry's write permission (mprotect changes it)."""
 
-    __slots__ = ("anon", "huge")
+    __slots__ = ("anon", "huge", "nr", "writable")
 
-    def __init__(self, anon: bool, huge: bool = False) -> None:
+    def __init__(self, anon: bool, huge: bool = False, nr: int = 1,
+                 writable: bool = True) -> None:
         self.anon = anon
         self.huge = huge
+        self.nr = nr
+        self.writable = writable
 
     def __repr__(self) -> str:
-        return ("huge " if self.huge else "") + ("anon" if self.anon else "file")
+        return ("huge " if self.huge else "") + ("anon" if self.anon else "file") + \
+            ("" if self.writable else " ro")
 
 
 # -- VMAs -------------------------------------------------------------------------------
 
 VM_READ, VM_WRITE, VM_SHARED = 0x1, 0x2, 0x8
+VM_HUGEPAGE = 0x20000000          # MADV_HUGEPAGE: THP wanted (THP "madvise" mode)
 VMA_LOCK_OFFSET = 0x40000000
 
 
@@ -122,15 +137,16 @@ class vm_area_struct(KObject):
     """A VMA: ``[vm_start, vm_end)``, flags, and its per-VMA lock state (v6.15:
     ``vm_refcnt``, 0 = detached; ``vm_lock_seq``)."""
 
-    __slots__ = ("anon", "file", "lock_loc", "vm_end", "vm_flags", "vm_lock_seq", "vm_refcnt",
-                 "vm_start")
+    __slots__ = ("anon", "file", "lock_loc", "vm_end", "vm_flags", "vm_lock_seq", "vm_pgoff",
+                 "vm_refcnt", "vm_start")
 
     def __init__(self, start: int, end: int, flags: int, anon: bool = True,
-                 file: str | None = None) -> None:
+                 file: str | None = None, pgoff: int = 0) -> None:
         KObject.__init__(self, "vm_area_struct", 184)
         self.vm_start = start
         self.vm_end = end
         self.vm_flags = flags
+        self.vm_pgoff = pgoff             # in pages: offset into the file
         self.anon = anon
         self.file = file
         self.vm_refcnt = 0
@@ -145,10 +161,16 @@ class vm_area_struct(KObject):
 
 
 class mm_context_t:
-    """powerpc ``mm->context``: the current PTE fragment cache (``pte_frag``)."""
+    """``mm->context``, the union of what the modelled arches keep there: powerpc's
+    fragment caches (``pte_frag``, ``pmd_frag``: the next unused fragment, under
+    ``mm->page_table_lock``); s390 v6.6's ``pgtable_list`` of pages with a free 2K
+    half (a tuple, head first) and the ``lock`` that guards it."""
 
     def __init__(self, mm: mm_struct) -> None:
         self.pte_frag = Field(mm.obj, "mm->context.pte_frag", None)
+        self.pmd_frag = Field(mm.obj, "mm->context.pmd_frag", None)
+        self.lock = spinlock_t("mm->context.lock", mm.obj)
+        self.pgtable_list = Field(mm.obj, "mm->context.pgtable_list", ())
 
 
 class mm_struct:
@@ -157,7 +179,14 @@ class mm_struct:
 
     def __init__(self, geometry: Geometry = X86_64, config: KernelConfig | None = None) -> None:
         self.geometry = geometry
-        self.config = config or ERAS[DEFAULT_ERA]
+        self.config = cfg = config or ERAS[DEFAULT_ERA]
+        # What the arch and the configuration make of PT_RECLAIM, and so of the
+        # single-table fallback (call_rcu on pt_rcu_head only under PT_RECLAIM).
+        self.pt_reclaim = cfg.pt_reclaim and cfg.mmu_gather_rcu_table_free and (
+            geometry.supports_pt_reclaim or cfg.pt_reclaim_any_arch)
+        self.table_free_one = cfg.table_free_one
+        if cfg.table_free_one == "call_rcu" and not self.pt_reclaim:
+            self.table_free_one = "ipi"
         self.obj = KObject("mm_struct", 1024)
         self.page_table_lock = spinlock_t("mm->page_table_lock", self.obj)
         # mm_pgtables_bytes(): VmPTE in /proc/PID/status is this >> 10.
@@ -172,6 +201,7 @@ class mm_struct:
         self.vma_loc = new_loc()
         self.rss = atomic_t(self.obj, "mm->rss_stat", 0)
         self.mm_users = 1
+        self.mm_count = 1
 
     def find_vma_index(self, addr: int) -> int:
         """Index of the first VMA ending above ``addr`` (find_vma())."""
@@ -220,6 +250,15 @@ def mm_inc_nr_ptes(mm: mm_struct) -> Op:
     return mm_pgtables_add(mm, len(mm.geometry.levels) - 1, 1)
 
 
-__all__ = ["VMA_LOCK_OFFSET", "VM_READ", "VM_SHARED", "VM_WRITE", "Leaf", "PageTable",
-           "PmdTable", "mm_context_t", "mm_dec_nr_ptes", "mm_inc_nr_ptes", "mm_pgtables_add",
-           "mm_struct", "pmd_lock", "vm_area_struct"]
+def _rss(mm: mm_struct, delta: int) -> None:
+    mm.rss.value += delta
+
+
+def mm_rss_add(mm: mm_struct, delta: int) -> Op:
+    """include/linux/mm.h: add_mm_counter(mm, MM_ANONPAGES/MM_FILEPAGES, delta)."""
+    return Call(mm.rss.fp(ADD), "add_mm_counter({1:+})", _rss, mm, delta)
+
+
+__all__ = ["VMA_LOCK_OFFSET", "VM_HUGEPAGE", "VM_READ", "VM_SHARED", "VM_WRITE", "Leaf",
+           "PageTable", "PmdTable", "mm_context_t", "mm_dec_nr_ptes", "mm_inc_nr_ptes",
+           "mm_pgtables_add", "mm_rss_add", "mm_struct", "pmd_lock", "vm_area_struct"]

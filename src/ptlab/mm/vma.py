@@ -9,8 +9,9 @@ and only then free the VMAs.
 
 from __future__ import annotations
 
-from ..engine import WRITE, Call, ModelViolation
+from ..engine import WRITE, Call, ModelViolation, Op
 from ..kernel import call_rcu, kfree, rcu_head
+from .huge_memory import vma_adjust_trans_huge
 from .memory import free_pgtables, unmap_page_range
 from .mmap_lock import (
     lock_vma_under_rcu,
@@ -44,6 +45,11 @@ def _remove(mm: mm_struct, vmas: list[vm_area_struct]) -> None:
         mm.vmas.remove(vma)
 
 
+def _insert_op(mm: mm_struct, vma: vm_area_struct) -> Op:
+    """vma_iter_store() of a new VMA into the tree."""
+    return Call(((mm.vma_loc, WRITE),), "vma_iter_store({1!r})", _insert, mm, vma)
+
+
 async def do_mmap(mm: mm_struct, start: int, length: int, flags: int, anon: bool = True,
                   file: str | None = None) -> vm_area_struct:
     """mm/mmap.c: do_mmap() at a fixed address (MAP_FIXED_NOREPLACE): a new VMA in
@@ -51,7 +57,7 @@ async def do_mmap(mm: mm_struct, start: int, length: int, flags: int, anon: bool
     await mmap_write_lock(mm)
     vma = vm_area_struct(start, start + length, flags, anon, file)
     await vma_mark_attached(vma)
-    await Call(((mm.vma_loc, WRITE),), "vma_iter_store({1!r})", _insert, mm, vma)
+    await _insert_op(mm, vma)
     await mmap_write_unlock(mm)
     return vma
 
@@ -67,25 +73,121 @@ async def vm_area_free(vma: vm_area_struct) -> None:
     await call_rcu(rcu_head(vma, "vma->vm_rcu"), vm_area_free_rcu_cb)
 
 
-async def do_vmi_align_munmap(mm: mm_struct, start: int, end: int,
-                              downgrade: bool = True) -> int:
-    """mm/vma.c: do_vmi_align_munmap() (mmap_lock held for write on entry; released
-    on return, like ``do_vmi_munmap(..., unlock=true)``).  Splitting a VMA at the
-    edges is not modelled: ``[start, end)`` must cover whole VMAs.  Returns the
-    number of VMAs removed."""
+def _set_range(mm: mm_struct, vma: vm_area_struct, new: vm_area_struct | None,
+               start: int, end: int, pgoff: int) -> None:
+    mm.obj.check("vma_iter_store", "Write")
+    vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
+    if new is not None:
+        mm.vmas.insert(mm.vmas.index(vma) + (new.vm_start >= end), new)
+
+
+def vma_set_range(mm: mm_struct, vma: vm_area_struct, start: int, end: int, pgoff: int,
+                  insert: vm_area_struct | None = None) -> Op:
+    """mm/vma.c: vma_set_range() and vma_complete()'s ``vma_iter_store(insert)``: the
+    tree and the VMA's range change in one step for a lockless ``mas_walk()``."""
+    return Call(((mm.vma_loc, WRITE),), "vma_set_range({1!r}, {2:#x}, {3:#x})", _set_range,
+                mm, vma, insert, start, end, pgoff)
+
+
+def vma_dup(vma: vm_area_struct) -> vm_area_struct:
+    """kernel/fork.c: vm_area_dup(): a detached copy (``vm_refcnt`` 0)."""
+    return vm_area_struct(vma.vm_start, vma.vm_end, vma.vm_flags, vma.anon, vma.file,
+                          vma.vm_pgoff)
+
+
+async def __split_vma(mm: mm_struct, vma: vm_area_struct, addr: int,
+                      new_below: bool) -> vm_area_struct:
+    """mm/vma.c: __split_vma(): a new VMA takes ``[vm_start, addr)`` (new_below) or
+    ``[addr, vm_end)``; both are write-locked, huge PMDs across ``addr`` are split
+    (``vma_adjust_trans_huge()``), then the range shrinks and the new VMA goes
+    into the tree.  Returns the new VMA."""
+    new = vma_dup(vma)
+    pg = (addr - vma.vm_start) >> mm.geometry.page_shift
+    if new_below:
+        new.vm_end = addr
+    else:
+        new.vm_start = addr
+        new.vm_pgoff += pg
+    await vma_start_write(mm, vma)
+    await vma_start_write(mm, new)
+    await vma_adjust_trans_huge(mm, vma, addr, addr)
+    if new_below:
+        await vma_set_range(mm, vma, addr, vma.vm_end, vma.vm_pgoff + pg, new)
+    else:
+        await vma_set_range(mm, vma, vma.vm_start, addr, vma.vm_pgoff, new)
+    await vma_mark_attached(new)
+    return new
+
+
+def can_vma_merge(a: vm_area_struct, b: vm_area_struct, flags: int) -> bool:
+    """mm/vma.c: can_vma_merge_after()/before() for ``a`` just below ``b``: same
+    flags, both anonymous or the same file at contiguous offsets."""
+    return (a.vm_end == b.vm_start and a.vm_flags == flags and b.vm_flags == flags
+            and a.anon == b.anon and a.file == b.file
+            and (a.file is None
+                 or a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12) == b.vm_pgoff))
+
+
+async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_struct:
+    """mm/vma.c: vma_merge_existing_range(), as its result: ``vma`` joins a
+    mergeable ``prev`` (which expands, ``vma_expand()``) and a mergeable ``next`` is
+    absorbed; the VMA that goes is detached and freed (``vma_complete()``).  The
+    kernel merges instead of splitting first; the tree and the tables end the
+    same."""
+    i = mm.vmas.index(vma)
+    if i and can_vma_merge(mm.vmas[i - 1], vma, vma.vm_flags):
+        prev = mm.vmas[i - 1]
+        await vma_start_write(mm, prev)
+        await vma_start_write(mm, vma)
+        await Call(((mm.vma_loc, WRITE),), "vma_expand({1!r})", _absorb, mm, prev, vma)
+        await vma_mark_detached(vma)
+        await vm_area_free(vma)
+        vma, i = prev, i - 1
+    if i + 1 < len(mm.vmas) and can_vma_merge(vma, mm.vmas[i + 1], vma.vm_flags):
+        nxt = mm.vmas[i + 1]
+        await vma_start_write(mm, vma)
+        await vma_start_write(mm, nxt)
+        await Call(((mm.vma_loc, WRITE),), "vma_expand({1!r})", _absorb, mm, vma, nxt)
+        await vma_mark_detached(nxt)
+        await vm_area_free(nxt)
+    return vma
+
+
+def _absorb(mm: mm_struct, keep: vm_area_struct, gone: vm_area_struct) -> None:
+    mm.obj.check("vma_iter_store", "Write")
+    keep.vm_end = max(keep.vm_end, gone.vm_end)
+    mm.vmas.remove(gone)
+
+
+def vmas_in_range(mm: mm_struct, start: int, end: int) -> list[vm_area_struct]:
     i = mm.find_vma_index(start)
-    detach: list[vm_area_struct] = []
+    out = []
     while i < len(mm.vmas) and mm.vmas[i].vm_start < end:
-        vma = mm.vmas[i]
-        if vma.vm_start < start or vma.vm_end > end:
-            raise ModelViolation("model-limit", f"munmap [{start:#x}, {end:#x}) splits "
-                                 f"{vma!r}: VMA splitting is not modelled")
-        detach.append(vma)
+        out.append(mm.vmas[i])
         i += 1
+    return out
+
+
+async def do_vmi_align_munmap(mm: mm_struct, start: int, end: int,
+                              unlock: bool = True) -> int:
+    """mm/vma.c: do_vmi_align_munmap() (mmap_lock held for write on entry; with
+    ``unlock`` downgraded before the zap and released on return, else kept): split the VMAs at
+    ``start`` and ``end``, write-lock and detach those inside, remove them from the
+    tree, optionally downgrade, then ``unmap_region()``: zap ``[start, end)``,
+    ``free_pgtables()`` with ``floor = prev->vm_end``, ``ceiling =
+    next->vm_start``, ``tlb_finish_mmu()``; and only then free the VMAs.  Returns
+    the number of VMAs removed."""
+    detach = vmas_in_range(mm, start, end)
     if not detach:
-        await mmap_write_unlock(mm)
+        if unlock:
+            await mmap_write_unlock(mm)
         return 0
+    if detach[0].vm_start < start:                          # split the first one
+        await __split_vma(mm, detach[0], start, True)
+    if detach[-1].vm_end > end:                             # split the end
+        await __split_vma(mm, detach[-1], end, False)
     first = mm.vmas.index(detach[0])
+    i = first + len(detach)
     prev = mm.vmas[first - 1] if first else None
     nxt = mm.vmas[i] if i < len(mm.vmas) else None
     # vms_gather_munmap_vmas(): write-lock and detach each VMA.
@@ -96,7 +198,7 @@ async def do_vmi_align_munmap(mm: mm_struct, start: int, end: int,
     unmap_end = nxt.vm_start if nxt else USER_PGTABLES_CEILING
     await Call(((mm.vma_loc, WRITE),), "vma_iter_clear_gfp()", _remove, mm, detach)
     # vms_complete_munmap_vmas()
-    if downgrade:
+    if unlock:
         await mmap_write_downgrade(mm)
     tlb = tlb_gather_mmu(mm)
     for vma in detach:                                       # unmap_vmas()
@@ -105,10 +207,8 @@ async def do_vmi_align_munmap(mm: mm_struct, start: int, end: int,
     await tlb_finish_mmu(tlb)
     for vma in detach:                                       # remove_vma()
         await vm_area_free(vma)
-    if downgrade:
+    if unlock:
         await mmap_read_unlock(mm)
-    else:
-        await mmap_write_unlock(mm)
     return len(detach)
 
 
@@ -116,7 +216,8 @@ async def munmap(mm: mm_struct, start: int, length: int) -> int:
     """mm/mmap.c: the munmap() syscall: ``mmap_write_lock_killable()`` then
     ``do_vmi_munmap(..., unlock=true)``."""
     await mmap_write_lock(mm)
-    return await do_vmi_align_munmap(mm, start, start + length)
+    n = await do_vmi_align_munmap(mm, start, start + length)
+    return n
 
 
 async def madvise_dontneed(mm: mm_struct, start: int, length: int) -> bool:
@@ -130,7 +231,7 @@ async def madvise_dontneed(mm: mm_struct, start: int, length: int) -> bool:
             await vma_end_read(vma)
         return False
     tlb = tlb_gather_mmu(mm)
-    await unmap_page_range(mm, tlb, start, start + length, reclaim_pt=mm.config.pt_reclaim)
+    await unmap_page_range(mm, tlb, start, start + length, reclaim_pt=mm.pt_reclaim)
     await tlb_finish_mmu(tlb)
     await vma_end_read(vma)
     return True

@@ -18,8 +18,9 @@ the flush IPI, which again holds back only IRQ-off walkers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from ..arch.geometry import X86_64
 from ..config import ERAS, KernelConfig
@@ -27,6 +28,8 @@ from ..engine import Execution, Model, ModelViolation, SetupCache
 from ..kernel import Kernel, rcu_barrier
 from ..mm.fault import do_user_addr_fault
 from ..mm.gup import gup_fast
+from ..mm.khugepaged import retract_page_tables
+from ..mm.mremap import mremap
 from ..mm.oracle import census, check_mm_counters
 from ..mm.pgalloc import mm_alloc_pgd
 from ..mm.pgtable_generic import pte_offset_map_walk
@@ -112,22 +115,19 @@ class FaultRace(_MmModel):
             ex.sometimes("a fault lost the pmd_install() race and freed its table")
 
 
-class MunmapWalkers(_MmModel):
+class _WalkersModel(_MmModel):
+    """One CPU changes the tables (``main()``); the others walk them locklessly at
+    ``BASE``: RCU ``pte_offset_map()`` walkers, then GUP-fast walkers."""
+
     def ncpus(self) -> int:
         return 1 + self.params["rcu_walkers"] + self.params["gup_walkers"]
 
-    def prepare(self, ex: Execution, w: World) -> None:
-        async def setup() -> None:
-            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE)
-            await do_user_addr_fault(w.mm, BASE)
-            # A neighbour within the same PMD table keeps the upper tables
-            # (free_pgtables()' ceiling): munmap frees the one PTE table.
-            await do_mmap(w.mm, BASE + 2 * PMD_SIZE, PMD_SIZE, VM_READ | VM_WRITE)
-        ex.run_sync(setup(), w.kernel.cpus[0])
+    def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
+        raise NotImplementedError
 
     def spawn(self, ex: Execution, w: World) -> None:
         k = w.kernel
-        k.run_on(0, "munmap", munmap(w.mm, BASE, PMD_SIZE))
+        k.run_on(0, *self.main(w))
         n = 1
         for i in range(self.params["rcu_walkers"]):
             k.run_on(n, f"walker/{i}", self._rcu_walker(ex, w))
@@ -138,11 +138,60 @@ class MunmapWalkers(_MmModel):
 
     async def _rcu_walker(self, ex: Execution, w: World) -> None:
         if isinstance(await pte_offset_map_walk(w.mm, BASE), Leaf):
-            ex.sometimes("an RCU walker read a PTE of the table being unmapped")
+            ex.sometimes("an RCU walker read a PTE of the table being changed")
 
     async def _gup_walker(self, ex: Execution, w: World) -> None:
         if await gup_fast(w.mm, BASE):
-            ex.sometimes("GUP-fast pinned a page while munmap ran")
+            ex.sometimes("GUP-fast pinned a page meanwhile")
+
+
+class MunmapWalkers(_WalkersModel):
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE)
+            await do_user_addr_fault(w.mm, BASE)
+            # A neighbour within the same PMD table keeps the upper tables
+            # (free_pgtables()' ceiling): munmap frees the one PTE table.
+            await do_mmap(w.mm, BASE + 2 * PMD_SIZE, PMD_SIZE, VM_READ | VM_WRITE)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
+        return "munmap", munmap(w.mm, BASE, PMD_SIZE)
+
+
+class RetractWalkers(_WalkersModel):
+    """khugepaged retracts the PTE table of a file range (collapse_file() ->
+    retract_page_tables()) while lockless walkers look at it."""
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE, anon=False, file="f")
+            await do_user_addr_fault(w.mm, BASE)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
+        return "khugepaged", retract_page_tables(w.mm, BASE)
+
+
+class MremapWalkers(_WalkersModel):
+    """mremap moves a PMD-aligned 2 MiB mapping 512 GiB up (``move_normal_pmd()``
+    moves the PTE table itself) while lockless walkers look at the old address;
+    the old range's upper tables are then freed like munmap's."""
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE)
+            await do_user_addr_fault(w.mm, BASE)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
+        return "mremap", mremap(w.mm, BASE, PMD_SIZE, BASE + (1 << 39))
+
+    def final_checks(self, ex: Execution, w: World) -> None:
+        c = census(w.mm)
+        if c.leaves != 1 or c.tables[-1] != 1:
+            raise ModelViolation("lost-page", f"{c.leaves} PTEs in {c.tables[-1]} tables "
+                                 "after mremap (want the one page, in its moved table)")
 
 
 def _v618_ipi() -> KernelConfig:
@@ -161,17 +210,61 @@ _CONFIGS: dict[str, Callable[[], KernelConfig]] = {
 }
 
 
-def _make_fault(variant: str, params: dict[str, int]) -> Callable[[], Model]:
-    cfg = ERAS[variant]
-    cache: SetupCache[World] = SetupCache()
-    return lambda: FaultRace(cfg, params, cache)
+def _maker(model: type[_MmModel],
+           configs: Callable[[str], KernelConfig]) -> Callable[[str, dict[str, int]],
+                                                             Callable[[], Model]]:
+    """A scenario's ``make``: one set-up cache per (variant, parameters)."""
+    def make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
+        cfg = configs(variant)
+        cache: SetupCache[World] = SetupCache()
+        return lambda: model(cfg, params, cache)
+    return make
 
 
-def _make_munmap(variant: str, params: dict[str, int]) -> Callable[[], Model]:
-    cfg = _CONFIGS[variant]()
-    cache: SetupCache[World] = SetupCache()
-    return lambda: MunmapWalkers(cfg, params, cache)
+def _era(variant: str) -> KernelConfig:
+    return ERAS[variant]
 
+
+def _configured(variant: str) -> KernelConfig:
+    return _CONFIGS[variant]()
+
+
+_WALKER_PARAMS = (
+    Param("rcu_walkers", 1, "CPUs walking with pte_offset_map() under RCU", 0, 2),
+    Param("gup_walkers", 1, "CPUs walking with GUP-fast, IRQs off", 0, 2),
+)
+
+RETRACT_WALKERS = Scenario(
+    name="retract-walkers",
+    title="khugepaged retracts a file range's PTE table while lockless walkers run",
+    source="seed 000 (pte_free_defer() for retract_page_tables() without mmap_lock); "
+           "mm/khugepaged.c retract_page_tables(); reference §5.1",
+    params=_WALKER_PARAMS,
+    variants=(
+        Variant("v6.18", "pte_free_defer(): the table outlives every RCU reader", OK),
+        Variant("v6.6", "the first release with pte_free_defer()", OK),
+        Variant("v6.5", "tlb_remove_table_sync_one() then pte_free(): the IPI does not "
+                "wait for an rcu_read_lock() walker", "use-after-free"),
+    ),
+    make=_maker(RetractWalkers, _era),
+)
+
+MREMAP_WALKERS = Scenario(
+    name="mremap-walkers",
+    title="mremap moves a whole PTE table while lockless walkers look at the old address",
+    source="mm/mremap.c move_normal_pmd(); free_pgtables() of the old range",
+    # A GUP-fast walker too takes the exhaustive search from ~6,000 to ~114,000
+    # executions (about 100 s); --set gup_walkers=1 asks for it.
+    params=(_WALKER_PARAMS[0],
+            Param("gup_walkers", 0, "CPUs walking with GUP-fast, IRQs off", 0, 2)),
+    variants=(
+        Variant("v6.18", "the moved table is never freed; the old upper tables wait "
+                "for a grace period", OK),
+        Variant("v6.13-native", "no RCU table free: the old PMD table goes by "
+                "tlb_remove_page() after the flush IPI", "use-after-free"),
+    ),
+    make=_maker(MremapWalkers, _configured),
+)
 
 FAULT_RACE = Scenario(
     name="fault-race",
@@ -181,7 +274,7 @@ FAULT_RACE = Scenario(
     variants=(
         Variant("v6.18", "x86-64, the kernel on this machine: the loser frees its table", OK),
     ),
-    make=_make_fault,
+    make=_maker(FaultRace, _era),
 )
 
 MUNMAP_WALKERS = Scenario(
@@ -189,10 +282,7 @@ MUNMAP_WALKERS = Scenario(
     title="munmap frees page tables while GUP-fast and an RCU pte_offset_map() walker run",
     source="seed 002 (PT_RECLAIM: the IPI does not wait for rcu_read_lock() walkers); "
            "seed 000 (what MMU_GATHER_RCU_TABLE_FREE promises)",
-    params=(
-        Param("rcu_walkers", 1, "CPUs walking with pte_offset_map() under RCU", 0, 2),
-        Param("gup_walkers", 1, "CPUs walking with GUP-fast, IRQs off", 0, 2),
-    ),
+    params=_WALKER_PARAMS,
     variants=(
         Variant("v6.18", "batch by call_rcu; fallback call_rcu on pt_rcu_head", OK),
         Variant("pt-reclaim-ipi-fallback", "v6.18 with the IPI-only single-table fallback",
@@ -200,5 +290,5 @@ MUNMAP_WALKERS = Scenario(
         Variant("v6.13-native", "no RCU table free: tlb_remove_page() after the flush IPI",
                 "use-after-free"),
     ),
-    make=_make_munmap,
+    make=_maker(MunmapWalkers, _configured),
 )

@@ -1,4 +1,7 @@
-"""powerpc book3s64: PTE tables that are fragments of a 64K page."""
+"""powerpc book3s64: page tables that are fragments of a 64K page.
+
+pgtable_frag.py models the fragments on bare fields (the pte-free-defer-fragments
+scenario); pgalloc.py serves PTE and PMD tables of the page-table tree (ptlab.mm)."""
 
 from .pgtable_frag import (
     PteFragment,

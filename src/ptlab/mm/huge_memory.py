@@ -1,0 +1,164 @@
+"""mm/huge_memory.c: PMD-mapped THPs and the PTE table deposited with each.
+
+An anonymous huge PMD carries a PTE table allocated at fault time and parked on
+the PMD table's ``pmd_huge_pte`` list (``pgtable_trans_huge_deposit()``, from
+mm/pgtable-generic.c), so that splitting the PMD later cannot fail for want of
+memory.  The deposited table is counted in ``nr_ptes`` (``VmPTE``) from the
+fault on, is never visible to walkers while deposited, and is freed at once
+(``pte_free()``, no grace period) when the huge PMD is zapped.
+"""
+
+from __future__ import annotations
+
+from ..engine import WRITE, Call, ModelViolation, Op
+from ..kernel import spin_lock, spin_unlock
+from .pgalloc import pagetable_alloc, pte_free, pte_lockptr
+from .pgtable import pmd_offset_lockless
+from .types import (
+    VM_HUGEPAGE,
+    VM_WRITE,
+    Leaf,
+    PageTable,
+    mm_pgtables_add,
+    mm_rss_add,
+    mm_struct,
+    vm_area_struct,
+)
+
+
+def hpage_pmd_nr(mm: mm_struct) -> int:
+    """HPAGE_PMD_NR: base pages one huge PMD maps."""
+    geo = mm.geometry
+    return 1 << (geo.levels[-2].shift - geo.levels[-1].shift)
+
+
+def thp_vma_allowable(vma: vm_area_struct, addr: int, pmd_size: int) -> bool:
+    """thp_vma_allowable_order() + thp_vma_suitable_order() for PMD order, with THP
+    in "madvise" mode (this machine's setting): an anonymous private VMA with
+    VM_HUGEPAGE whose aligned PMD range around ``addr`` lies wholly inside it."""
+    if not vma.vm_flags & VM_HUGEPAGE or not vma.anon or vma.file is not None:
+        return False
+    haddr = addr & ~(pmd_size - 1)
+    return haddr >= vma.vm_start and haddr + pmd_size <= vma.vm_end
+
+
+def _deposit(pmd_table: PageTable, pgtable: PageTable) -> None:
+    pmd_table.check("pgtable_trans_huge_deposit", "Write")
+    pmd_table.deposit.append(pgtable)
+
+
+def _withdraw(pmd_table: PageTable) -> PageTable:
+    pmd_table.check("pgtable_trans_huge_withdraw", "Write")
+    if not pmd_table.deposit:
+        raise ModelViolation("bug-on", f"pgtable_trans_huge_withdraw: nothing deposited on "
+                             f"{pmd_table!r}")
+    return pmd_table.deposit.pop(0)
+
+
+def pgtable_trans_huge_deposit(pmd_table: PageTable, pgtable: PageTable) -> Op:
+    """mm/pgtable-generic.c: pgtable_trans_huge_deposit() (PMD lock held): FIFO
+    onto ``pmd_huge_pte``."""
+    return Call(((pmd_table.loc, WRITE), (pmd_table.page.alive, WRITE)),
+                "pgtable_trans_huge_deposit({0!r}, {1!r})", _deposit, pmd_table, pgtable)
+
+
+def pgtable_trans_huge_withdraw(pmd_table: PageTable) -> Op:
+    """mm/pgtable-generic.c: pgtable_trans_huge_withdraw() (PMD lock held)."""
+    return Call(((pmd_table.loc, WRITE), (pmd_table.page.alive, WRITE)),
+                "pgtable_trans_huge_withdraw({0!r})", _withdraw, pmd_table)
+
+
+async def do_huge_pmd_anonymous_page(mm: mm_struct, vma: vm_area_struct,
+                                     pmd_table: PageTable, idx: int, addr: int) -> bool:
+    """mm/huge_memory.c: do_huge_pmd_anonymous_page() ->
+    __do_huge_pmd_anonymous_page(): ``pte_alloc_one()`` the table to deposit, then
+    under the PMD lock, if the PMD is still none: deposit, ``set_pmd_at()``,
+    ``add_mm_counter(HPAGE_PMD_NR)``, ``mm_inc_nr_ptes()``; else ``pte_free()`` the
+    unused table.  False: VM_FAULT_OOM."""
+    pgtable = await pagetable_alloc(mm, len(mm.geometry.levels) - 1, addr)
+    if pgtable is None:
+        return False
+    ptl = pte_lockptr(mm, pmd_table)
+    await spin_lock(ptl)
+    if await pmd_table.load(idx) is not None:
+        await spin_unlock(ptl)
+        await pte_free(mm, pgtable)          # unlock_release
+        return True
+    await pgtable_trans_huge_deposit(pmd_table, pgtable)
+    nr = hpage_pmd_nr(mm)
+    await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE)))
+    await mm_rss_add(mm, nr)
+    await mm_pgtables_add(mm, pgtable.depth, 1)
+    await spin_unlock(ptl)
+    return True
+
+
+async def zap_deposited_table(mm: mm_struct, pmd_table: PageTable) -> None:
+    """mm/huge_memory.c: zap_deposited_table(): withdraw, ``pte_free()`` at once
+    (the table was never reachable by a walker), ``mm_dec_nr_ptes()``."""
+    pgtable = await pgtable_trans_huge_withdraw(pmd_table)
+    await pte_free(mm, pgtable)
+    await mm_pgtables_add(mm, pgtable.depth, -1)
+
+
+async def zap_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int) -> bool:
+    """mm/huge_memory.c: zap_huge_pmd(): under the PMD lock clear the huge PMD; an
+    anonymous THP gives back its deposited table.  False if the PMD is no longer
+    huge (``__pmd_trans_huge_lock()`` failed)."""
+    ptl = pte_lockptr(mm, pmd_table)
+    await spin_lock(ptl)
+    orig = await pmd_table.load(idx)
+    if not isinstance(orig, Leaf):
+        await spin_unlock(ptl)
+        return False
+    await pmd_table.get_and_clear(idx)        # pmdp_huge_get_and_clear_full()
+    if orig.anon:
+        await zap_deposited_table(mm, pmd_table)
+    await mm_rss_add(mm, -orig.nr)
+    await spin_unlock(ptl)
+    return True
+
+
+async def __split_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int, addr: int) -> None:
+    """mm/huge_memory.c: __split_huge_pmd() -> __split_huge_pmd_locked(): an
+    anonymous huge PMD becomes the deposited PTE table filled with one PTE per
+    subpage (``pmdp_invalidate()``, withdraw, fill, ``smp_wmb()``,
+    ``pmd_populate()``); a file one is just cleared, to be refaulted by PTEs."""
+    ptl = pte_lockptr(mm, pmd_table)
+    await spin_lock(ptl)
+    orig = await pmd_table.load(idx)
+    if isinstance(orig, Leaf):
+        await pmd_table.get_and_clear(idx)            # pmdp_invalidate()
+        if orig.anon:
+            pgtable = await pgtable_trans_huge_withdraw(pmd_table)
+            # Filled before it is published: no walker can see it yet.
+            for i in range(orig.nr):
+                pgtable.entries[i] = Leaf(True, False, 1, orig.writable)
+            await pmd_table.store(idx, pgtable)       # pmd_populate()
+        else:
+            await mm_rss_add(mm, -orig.nr)
+    await spin_unlock(ptl)
+
+
+async def split_huge_pmd_address(mm: mm_struct, vma: vm_area_struct, addr: int) -> None:
+    """mm/huge_memory.c: split_huge_pmd_if_needed() / split_huge_pmd_address(): a
+    huge PMD straddling ``addr`` (not PMD-aligned) is split, so a VMA boundary can
+    fall there."""
+    geo = mm.geometry
+    pmd_size = geo.levels[-2].size
+    if addr & (pmd_size - 1) == 0:
+        return
+    pmd_table = await pmd_offset_lockless(mm, addr)
+    if pmd_table is None:
+        return
+    idx = geo.index(pmd_table.depth, addr)
+    if isinstance(pmd_table.entries.get(idx), Leaf):
+        await __split_huge_pmd(mm, pmd_table, idx, addr)
+
+
+async def vma_adjust_trans_huge(mm: mm_struct, vma: vm_area_struct, start: int,
+                                end: int) -> None:
+    """mm/huge_memory.c: vma_adjust_trans_huge(): split huge PMDs across the new
+    boundaries ``start`` and ``end`` of ``vma``."""
+    await split_huge_pmd_address(mm, vma, start)
+    await split_huge_pmd_address(mm, vma, end)
