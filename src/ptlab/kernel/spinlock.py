@@ -75,10 +75,13 @@ class _Lock(_LockOp):
         return self.lock.holder is None
 
     def run(self, choice: int) -> Any:
-        if self.lock.owner is not None:
-            self.lock.owner.check(self.lock.name, "Write")
-        self.lock.holder = self.cpu
-        self._edge()
+        lock = self.lock
+        owner = lock.owner
+        if owner is not None and owner.freed:
+            owner.check(lock.name, "Write")
+        lock.holder = self.cpu
+        if self.rcu_edge >= 0:
+            self._edge()
 
 
 class _Unlock(_LockOp):
@@ -96,13 +99,16 @@ class _Unlock(_LockOp):
         return self.base
 
     def run(self, choice: int) -> Any:
-        if self.lock.owner is not None:
-            self.lock.owner.check(self.lock.name, "Write")
-        if self.lock.holder is not self.cpu:
-            raise ModelViolation("bad-unlock", f"spin_unlock({self.lock.name}) by a CPU "
+        lock = self.lock
+        owner = lock.owner
+        if owner is not None and owner.freed:
+            owner.check(lock.name, "Write")
+        if lock.holder is not self.cpu:
+            raise ModelViolation("bad-unlock", f"spin_unlock({lock.name}) by a CPU "
                                  "that does not hold it")
-        self.lock.holder = None
-        self._edge()
+        lock.holder = None
+        if self.rcu_edge >= 0:
+            self._edge()
 
 
 class _TryLock(_LockOp):
@@ -140,7 +146,7 @@ def _rcu_kind_on(cpu: CPU, was_cs: bool) -> int:
 def spin_lock(lock: spinlock_t) -> Op:
     """spin_lock(): preempt_disable(); arch_spin_lock()."""
     cpu = this_cpu()
-    was = cpu._in_rcu_cs()
+    was = cpu.rcu_nesting or cpu.preempt_count or cpu.irqs_disabled
     cpu.preempt_count += 1
     return _Lock(lock, cpu, lock.fp_lock, -1 if was else ACQUIRE, "spin_lock({})")
 
@@ -148,9 +154,11 @@ def spin_lock(lock: spinlock_t) -> Op:
 def spin_unlock(lock: spinlock_t) -> Op:
     """spin_unlock(): arch_spin_unlock(); preempt_enable()."""
     cpu = this_cpu()
-    was = cpu._in_rcu_cs()
+    # The holder is non-preemptible: the unlock ends a read-side section only if
+    # nothing else keeps the CPU in one.
     cpu.preempt_count -= 1
-    return _Unlock(lock, cpu, lock.fp_unlock, _rcu_kind_on(cpu, was), "spin_unlock({})")
+    still = cpu.rcu_nesting or cpu.preempt_count or cpu.irqs_disabled
+    return _Unlock(lock, cpu, lock.fp_unlock, -1 if still else RELEASE, "spin_unlock({})")
 
 
 def spin_trylock(lock: spinlock_t) -> Op:
