@@ -300,7 +300,9 @@ class Simulator:
             if reg.anon:
                 await collapse_huge_page(mm, addr)
             elif mode == "khugepaged":
-                await retract_page_tables(mm, addr)
+                # The file's page cache at this offset: every mm mapping it.
+                await retract_page_tables(mm.mapping(reg.name),
+                                          (addr - reg.start) >> mm.geometry.page_shift)
             else:
                 await collapse_pte_mapped_thp(mm, addr, install_pmd=True)
             addr += pmd

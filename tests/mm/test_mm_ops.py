@@ -126,7 +126,8 @@ def test_khugepaged_anon_collapse_deposits_the_old_table_after_an_ipi() -> None:
 
 
 def test_file_collapse_frees_the_table_by_pte_free_defer() -> None:
-    f = '[[region]]\nname = "f"\nstart = "16TiB"\nsize = "4MiB"\nkind = "file"\n'
+    f = ('[[region]]\nname = "f"\nstart = "16TiB"\nsize = "4MiB"\nkind = "file"\n'
+         'shared = true\n')
     for mode, rss in (("madv_collapse", 1024), ("khugepaged", 0)):
         res = simulate(parse_workload("t", _wl(f, [
             'op = "map"\nregion = "f"', 'op = "touch"\nregion = "f"',
@@ -156,3 +157,71 @@ def test_fork_copies_tables_even_empty_ones_and_both_exit_cleanly() -> None:
     sim.settle()
     assert sim.kernel.alloc.nr_pagetable == 0               # mmdrop freed the PGDs
     assert sim.mms == {}
+
+
+def test_a_written_private_file_mapping_has_an_anon_vma_and_is_not_collapsed() -> None:
+    """Writes to MAP_PRIVATE file pages are COW (anonymous pages, an anon_vma):
+    retract_page_tables() skips such a VMA, and fork copies its tables."""
+    f = '[[region]]\nname = "f"\nstart = "16TiB"\nsize = "2MiB"\nkind = "file"\n'
+    sim = _run(_wl(f, ['op = "map"\nregion = "f"', 'op = "touch"\nregion = "f"',
+                       'op = "collapse"\nregion = "f"\nmode = "khugepaged"', 'op = "fork"']))
+    assert sim.mm.vmas[0].anon_vma
+    assert census(sim.mm).tables[-1] == 1 and census(sim.mm).leaves == 512
+    assert census(sim.mms["child"]).leaves == 512
+
+
+def test_a_write_to_a_forked_thp_splits_it_into_its_deposited_table() -> None:
+    """do_huge_pmd_wp_page() fallback: the write-protected huge PMD is split and
+    the deposited table becomes a linked PTE table (VmPTE unchanged)."""
+    thp = A8.replace('size = "8MiB"\n', 'size = "2MiB"\nthp = true\n')
+    sim = _run(_wl(thp, ['op = "map"\nregion = "a"', 'op = "touch"\nregion = "a"\n'
+                         'length = "4KiB"', 'op = "fork"']))
+    pmd = sim.mm.pgd
+    for _ in range(2):
+        assert pmd is not None
+        pmd = pmd.entries[sim.mm.geometry.index(pmd.depth, BASE)]
+    assert isinstance(pmd, PageTable) and len(pmd.deposit) == 1
+    vmpte = sim.mm.pgtables_bytes.value
+    sim.step(parse_workload("t", _wl(thp, ['op = "touch"\nregion = "a"\nlength = "4KiB"']))
+             .steps[0])
+    sim.settle()
+    assert pmd.deposit == [] and isinstance(_pte_table(sim, BASE), PageTable)
+    assert sim.mm.pgtables_bytes.value == vmpte
+
+
+def test_powerpc_hash_moves_ptes_not_tables_and_deposits_for_file_thps() -> None:
+    """arch_supports_page_table_move() is radix_enabled(); hash needs a deposited
+    table under every huge PMD (arch_needs_pgtable_deposit())."""
+    from ptlab.arch.geometry import ARCHES
+
+    text = ('[[region]]\nname = "a"\nstart = "16TiB"\nsize = "16MiB"\n'
+            '[[region]]\nname = "b"\nstart = "17TiB"\nsize = "16MiB"\n'
+            '[[region]]\nname = "f"\nstart = "18TiB"\nsize = "16MiB"\nkind = "file"\n'
+            'shared = true\n')
+    steps = parse_workload("t", _wl(text, [
+        'op = "map"\nregion = "a"', 'op = "touch"\nregion = "a"\nstride = "1MiB"',
+        'op = "mremap"\nregion = "a"\nto = "b"', 'op = "map"\nregion = "f"',
+        'op = "touch"\nregion = "f"\nstride = "1MiB"',
+        'op = "collapse"\nregion = "f"'])).steps
+    for arch in ("ppc64-radix", "ppc64-hash"):
+        sim = Simulator(ARCHES[arch], ERAS["v6.18"])
+        for step in steps[:2]:
+            sim.step(step)
+            sim.settle()
+        old = _pte_table(sim, BASE)
+        sim.step(steps[2])
+        sim.settle()
+        new = _pte_table(sim, 17 << 40)
+        assert (new is old) is (arch == "ppc64-radix")     # move_normal_pmd() or not
+        assert census(sim.mm).leaves == 16
+        for step in steps[3:5]:
+            sim.step(step)
+            sim.settle()
+        before = sim.mm.pgtables_bytes.value
+        sim.step(steps[5])
+        sim.settle()
+        geo = sim.mm.geometry
+        ranges = (16 << 20) // geo.levels[-2].size          # 8 on radix, 1 on hash
+        retracted = ranges * geo.levels[-1].pgtables_bytes
+        deposited = retracted if arch == "ppc64-hash" else 0
+        assert sim.mm.pgtables_bytes.value == before - retracted + deposited

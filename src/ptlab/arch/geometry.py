@@ -58,6 +58,13 @@ class Geometry:
     task_size: int = 1 << 47
     #: ARCH_SUPPORTS_PT_RECLAIM: only x86-64 selects it (v6.14 to v6.18).
     supports_pt_reclaim: bool = False
+    #: HAVE_MOVE_PMD and arch_supports_page_table_move(): mremap may move a whole
+    #: PTE table (x86, arm64, powerpc radix; not powerpc hash: ``return
+    #: radix_enabled()``; s390 is not known to select HAVE_MOVE_PMD).
+    supports_page_table_move: bool = True
+    #: arch_needs_pgtable_deposit(): a file huge PMD deposits a table too
+    #: (powerpc hash, for its hash slot information).
+    needs_pgtable_deposit: bool = False
 
     @property
     def page_size(self) -> int:
@@ -122,7 +129,8 @@ PPC64_HASH_64K = Geometry(
         _lv("pud", 34, 1024, 8192),
         _lv("pmd", 24, 1024, 16384, per_page=4),
         _lv("pte", 16, 256, 4096, per_page=16),
-    ), pte_alloc="powerpc-frag", task_size=1 << 52)
+    ), pte_alloc="powerpc-frag", task_size=1 << 52, supports_page_table_move=False,
+    needs_pgtable_deposit=True)
 
 # arch/s390: a user mm starts with 3 levels (region-third, segment, page table);
 # CRST tables are order 2 (16K); PTE tables are 2K: two a page until v6.7.
@@ -131,14 +139,14 @@ S390_V66 = Geometry(
         _lv("pud", 31, 2048, 16384, order=2, accounted=False),
         _lv("pmd", 20, 2048, 16384, order=2),
         _lv("pte", 12, 256, 2048, per_page=2),
-    ), pte_alloc="s390-2k", task_size=1 << 42)
+    ), pte_alloc="s390-2k", task_size=1 << 42, supports_page_table_move=False)
 
 S390 = Geometry(
     "s390", "s390 since v6.7: each 2K PTE table in its own 4K page (upper half PGSTE)", 12, (
         _lv("pud", 31, 2048, 16384, order=2, accounted=False),
         _lv("pmd", 20, 2048, 16384, order=2),
         _lv("pte", 12, 256, 4096),
-    ), task_size=1 << 42)
+    ), task_size=1 << 42, supports_page_table_move=False)
 
 ARCHES: dict[str, Geometry] = {g.name: g for g in (
     X86_64, X86_64_LA57, ARM64_4K, PPC64_HASH_64K, PPC64_RADIX_64K, S390_V66, S390)}

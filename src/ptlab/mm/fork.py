@@ -16,9 +16,9 @@ from .huge_memory import hpage_pmd_nr, pgtable_trans_huge_deposit
 from .memory import __pte_offset_map, __pxd_alloc, pte_offset_map_lock, pte_unmap_unlock
 from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_mark_attached, vma_start_write
 from .pgalloc import destroy_context, mm_alloc_pgd, mm_free_pgd, pagetable_alloc, pte_lockptr
+from .rmap import vma_link_file
 from .tlbflush import flush_tlb_mm_range
 from .types import (
-    VM_SHARED,
     VM_WRITE,
     Leaf,
     PageTable,
@@ -31,9 +31,10 @@ from .vma import _insert_op, exit_mmap, vma_dup
 
 
 def vma_needs_copy(vma: vm_area_struct) -> bool:
-    """mm/memory.c: vma_needs_copy(): only a VMA with an ``anon_vma`` (private
-    anonymous memory; file pages are refaulted by the child)."""
-    return vma.anon and not vma.vm_flags & VM_SHARED
+    """mm/memory.c: vma_needs_copy(): a VMA with an ``anon_vma`` (it has had an
+    anonymous or COW page); other file pages are refaulted by the child.
+    (uffd-wp and VM_PFNMAP/VM_MIXEDMAP are not modelled.)"""
+    return vma.anon_vma
 
 
 def _wrprotect(table: PageTable, idx: int) -> Leaf:
@@ -158,6 +159,7 @@ async def dup_mm(oldmm: mm_struct) -> mm_struct | None:
     the child's tree and ``copy_page_range()``; then ``flush_tlb_mm(oldmm)`` for the
     write-protected PTEs.  None: -ENOMEM (the half-built child is torn down)."""
     mm = mm_struct(oldmm.geometry, oldmm.config)
+    mm.mappings = oldmm.mappings             # the same files
     await mm_alloc_pgd(mm)
     await mmap_write_lock(oldmm)
     await mmap_write_lock(mm)
@@ -167,6 +169,7 @@ async def dup_mm(oldmm: mm_struct) -> mm_struct | None:
         tmp = vma_dup(vma)
         await _insert_op(mm, tmp)
         await vma_mark_attached(tmp)
+        await vma_link_file(mm, tmp)
         ok = await copy_page_range(mm, oldmm, tmp)
         if not ok:
             break

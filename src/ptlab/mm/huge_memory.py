@@ -19,6 +19,7 @@ from .types import (
     VM_WRITE,
     Leaf,
     PageTable,
+    anon_vma_prepare,
     mm_pgtables_add,
     mm_rss_add,
     mm_struct,
@@ -71,10 +72,13 @@ def pgtable_trans_huge_withdraw(pmd_table: PageTable) -> Op:
 async def do_huge_pmd_anonymous_page(mm: mm_struct, vma: vm_area_struct,
                                      pmd_table: PageTable, idx: int, addr: int) -> bool:
     """mm/huge_memory.c: do_huge_pmd_anonymous_page() ->
-    __do_huge_pmd_anonymous_page(): ``pte_alloc_one()`` the table to deposit, then
+    __do_huge_pmd_anonymous_page(): ``anon_vma_prepare()``, ``pte_alloc_one()``
+    the table to deposit, then
     under the PMD lock, if the PMD is still none: deposit, ``set_pmd_at()``,
     ``add_mm_counter(HPAGE_PMD_NR)``, ``mm_inc_nr_ptes()``; else ``pte_free()`` the
     unused table.  False: VM_FAULT_OOM."""
+    if not vma.anon_vma:
+        await anon_vma_prepare(vma)
     pgtable = await pagetable_alloc(mm, len(mm.geometry.levels) - 1, addr)
     if pgtable is None:
         return False
@@ -112,7 +116,7 @@ async def zap_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int) -> bool:
         await spin_unlock(ptl)
         return False
     await pmd_table.get_and_clear(idx)        # pmdp_huge_get_and_clear_full()
-    if orig.anon:
+    if orig.anon or mm.geometry.needs_pgtable_deposit:
         await zap_deposited_table(mm, pmd_table)
     await mm_rss_add(mm, -orig.nr)
     await spin_unlock(ptl)
@@ -128,14 +132,19 @@ async def __split_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int, addr: 
     await spin_lock(ptl)
     orig = await pmd_table.load(idx)
     if isinstance(orig, Leaf):
-        await pmd_table.get_and_clear(idx)            # pmdp_invalidate()
         if orig.anon:
+            # pmdp_invalidate() leaves the entry huge (not present) until
+            # pmd_populate(): a racing zap still sees a huge PMD and waits for
+            # this lock; GUP-fast, which pins no huge page here, sees no table.
             pgtable = await pgtable_trans_huge_withdraw(pmd_table)
             # Filled before it is published: no walker can see it yet.
             for i in range(orig.nr):
                 pgtable.entries[i] = Leaf(True, False, 1, orig.writable)
             await pmd_table.store(idx, pgtable)       # pmd_populate()
         else:
+            await pmd_table.get_and_clear(idx)        # pmdp_huge_clear_flush()
+            if mm.geometry.needs_pgtable_deposit:
+                await zap_deposited_table(mm, pmd_table)
             await mm_rss_add(mm, -orig.nr)
     await spin_unlock(ptl)
 
@@ -152,7 +161,7 @@ async def split_huge_pmd_address(mm: mm_struct, vma: vm_area_struct, addr: int) 
     if pmd_table is None:
         return
     idx = geo.index(pmd_table.depth, addr)
-    if isinstance(pmd_table.entries.get(idx), Leaf):
+    if isinstance(await pmd_table.load(idx), Leaf):
         await __split_huge_pmd(mm, pmd_table, idx, addr)
 
 

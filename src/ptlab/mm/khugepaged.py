@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from ..engine import READ, Call
 from ..kernel import spin_lock, spin_unlock
 from .huge_memory import hpage_pmd_nr, pgtable_trans_huge_deposit, thp_vma_allowable
 from .memory import pte_offset_map_lock, pte_unmap_unlock
@@ -25,10 +26,20 @@ from .mmap_lock import (
     vma_start_write,
 )
 from .mmu_gather import tlb_remove_table_sync_one
-from .pgalloc import pte_free, pte_free_defer, pte_lockptr
+from .pgalloc import pagetable_alloc, pte_free, pte_free_defer, pte_lockptr
 from .pgtable import pmd_offset_lockless
+from .rmap import i_mmap_lock_read, i_mmap_unlock_read
 from .tlbflush import flush_tlb_mm_range
-from .types import VM_WRITE, Leaf, PageTable, mm_pgtables_add, mm_rss_add, mm_struct
+from .types import (
+    VM_WRITE,
+    Leaf,
+    PageTable,
+    address_space,
+    mm_pgtables_add,
+    mm_rss_add,
+    mm_struct,
+    vm_area_struct,
+)
 
 
 async def find_pmd_or_thp_or_none(mm: mm_struct, addr: int) -> tuple[PageTable, int] | None:
@@ -67,7 +78,8 @@ async def collapse_huge_page(mm: mm_struct, addr: int) -> bool:
     ``tlb_remove_table_sync_one()``, isolate and copy the pages (the old PTEs are
     cleared under the PTE lock; each none PTE is now backed: +1 RSS), then under
     the PMD lock deposit the old table and set the huge PMD.  False: not
-    collapsible (SCAN_* failure)."""
+    collapsible (SCAN_* failure, or the PMD changed before the VMA was
+    write-locked)."""
     geo = mm.geometry
     pmd_size = geo.levels[-2].size
     await mmap_write_lock(mm)
@@ -80,11 +92,16 @@ async def collapse_huge_page(mm: mm_struct, addr: int) -> bool:
         return False
     pmd_table, idx = found
     await vma_start_write(mm, vma)
+    # check_pmd_still_valid(): a per-VMA-locked MADV_DONTNEED (PT_RECLAIM) may
+    # have freed the table before the VMA was write-locked.
+    if await find_pmd_or_thp_or_none(mm, addr) != found:
+        await mmap_write_unlock(mm)
+        return False
     pmd_ptl = pte_lockptr(mm, pmd_table)
     await spin_lock(pmd_ptl)
     pgtable = await pmdp_collapse_flush(mm, pmd_table, idx)
     await spin_unlock(pmd_ptl)
-    assert isinstance(pgtable, PageTable)
+    assert isinstance(pgtable, PageTable)   # the VMA and mmap write locks hold it
     await tlb_remove_table_sync_one()
     # pte_offset_map_lock(mm, &_pmd, ...): the stack copy of the PMD, so no
     # pmd_same() against the cleared entry.
@@ -149,52 +166,89 @@ async def try_to_unmap_range(mm: mm_struct, pmd_table: PageTable, idx: int) -> N
     await pte_unmap_unlock(mm, pte)
 
 
-async def retract_page_tables(mm: mm_struct, addr: int) -> bool:
-    """mm/khugepaged.c: collapse_file() -> retract_page_tables() for the PMD range
-    holding ``addr`` of a file VMA without anon_vma: since v6.6 with no mmap_lock
-    and no VMA lock (``i_mmap_lock_read()`` only; before, under
-    ``mmap_write_lock``), the old pages are unmapped and the table retracted; the
-    THP refaults PMD-mapped later (file THP faults are not modelled: the range
-    refaults with PTEs)."""
-    locked = mm.config.retract_free == "sync_one"
-    if locked:
-        # Before v6.6: mmap_write_trylock() and vma_start_write() (a blocking
-        # down_write here: the trylock's "skip this mm" is not modelled).
-        await mmap_write_lock(mm)
-        vma = await find_vma(mm, addr)
-        if vma is not None:
+def _read_anon_vma(vma: vm_area_struct) -> bool:
+    return vma.anon_vma
+
+
+async def retract_page_tables(mapping: address_space, pgoff: int) -> int:
+    """mm/khugepaged.c: collapse_file() -> retract_page_tables(mapping, pgoff):
+    under ``i_mmap_lock_read()`` only (since v6.6: no mmap_lock, no VMA lock),
+    for each VMA mapping the PMD-aligned range at ``pgoff`` that has no anon_vma
+    (``READ_ONCE(vma->anon_vma)``) in a live mm: unmap the old small pages
+    (collapse_file()'s ``try_to_unmap()``) and retract the table.  Before v6.6
+    each mm was taken with ``mmap_write_trylock()`` and ``vma_start_write()`` (a
+    blocking lock here).  The THP refaults PMD-mapped later (file THP faults are
+    not modelled: the range refaults with PTEs).  Returns the tables retracted."""
+    done = 0
+    await i_mmap_lock_read(mapping)
+    for mm, vma in list(mapping.i_mmap):
+        pmd_size = mm.geometry.levels[-2].size
+        addr = vma.vm_start + ((pgoff - vma.vm_pgoff) << mm.geometry.page_shift)
+        if addr & (pmd_size - 1) or addr < vma.vm_start or addr + pmd_size > vma.vm_end:
+            continue
+        if await Call(((vma.lock_loc, READ),), "READ_ONCE({0!r}->anon_vma)",
+                      _read_anon_vma, vma):
+            continue
+        if mm.mm_users == 0:                          # hpage_collapse_test_exit()
+            continue
+        locked = mm.config.retract_free == "sync_one"
+        if locked:
+            await mmap_write_lock(mm)
             await vma_start_write(mm, vma)
-    found = await find_pmd_or_thp_or_none(mm, addr)
-    ok = False
-    if found is not None:
-        await try_to_unmap_range(mm, *found)
-        ok = await retract_pte_table(mm, *found)
-    if locked:
-        await mmap_write_unlock(mm)
-    return ok
+        found = await find_pmd_or_thp_or_none(mm, addr)
+        if found is not None:
+            await try_to_unmap_range(mm, *found)
+            done += await retract_pte_table(mm, *found)
+        if locked:
+            await mmap_write_unlock(mm)
+    await i_mmap_unlock_read(mapping)
+    return done
 
 
 async def collapse_pte_mapped_thp(mm: mm_struct, addr: int, install_pmd: bool) -> bool:
     """mm/khugepaged.c: collapse_pte_mapped_thp() (mmap_read_lock, since v6.6):
     clear the PTEs that map the page-cache THP, retract the table
     (``pte_free_defer()``), and with ``install_pmd`` (MADV_COLLAPSE) map the THP
-    by a huge PMD (``set_huge_pmd()``, no deposit for a file THP)."""
-    await mmap_read_lock(mm)
+    by a huge PMD (``set_huge_pmd()``).  The kernel's ``pmd_same()`` re-check
+    under the locks is the emptiness re-check of :func:`retract_pte_table`."""
+    # Up to v6.5 madvise_collapse() held mmap_write_lock around it.
+    write = mm.config.retract_free == "sync_one"
+    await (mmap_write_lock(mm) if write else mmap_read_lock(mm))
     vma = await find_vma(mm, addr)
     found = await find_pmd_or_thp_or_none(mm, addr) if vma is not None else None
     ok = False
-    if vma is not None and found is not None and vma.file is not None:
+    # A VMA with anon_vma may hold anonymous (COW) pages, not the THP's: abort.
+    if vma is not None and found is not None and vma.file is not None \
+            and not vma.anon_vma:
         pmd_table, idx = found
         await try_to_unmap_range(mm, pmd_table, idx)
         ok = await retract_pte_table(mm, pmd_table, idx)
         if ok and install_pmd:
-            pml = pte_lockptr(mm, pmd_table)
-            await spin_lock(pml)
-            if await pmd_table.load(idx) is None:
-                nr = hpage_pmd_nr(mm)
-                await pmd_table.store(idx, Leaf(False, True, nr,
-                                                bool(vma.vm_flags & VM_WRITE)))
-                await mm_rss_add(mm, nr)
-            await spin_unlock(pml)
-    await mmap_read_unlock(mm)
+            await set_huge_pmd(mm, vma, pmd_table, idx, addr)
+    await (mmap_write_unlock(mm) if write else mmap_read_unlock(mm))
     return ok
+
+
+async def set_huge_pmd(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable, idx: int,
+                       addr: int) -> None:
+    """mm/khugepaged.c: set_huge_pmd() -> mm/memory.c do_set_pmd(): under the PMD
+    lock map the file THP by a huge PMD; where ``arch_needs_pgtable_deposit()``
+    (powerpc hash) a preallocated table is deposited and counted."""
+    prealloc = None
+    if mm.geometry.needs_pgtable_deposit:
+        prealloc = await pagetable_alloc(mm, len(mm.geometry.levels) - 1, addr)
+        if prealloc is None:
+            return
+    pml = pte_lockptr(mm, pmd_table)
+    await spin_lock(pml)
+    if await pmd_table.load(idx) is None:
+        if prealloc is not None:                      # deposit_prealloc_pte()
+            await pgtable_trans_huge_deposit(pmd_table, prealloc)
+            await mm_pgtables_add(mm, prealloc.depth, 1)
+            prealloc = None
+        nr = hpage_pmd_nr(mm)
+        await pmd_table.store(idx, Leaf(False, True, nr, bool(vma.vm_flags & VM_WRITE)))
+        await mm_rss_add(mm, nr)
+    await spin_unlock(pml)
+    if prealloc is not None:
+        await pte_free(mm, prealloc)

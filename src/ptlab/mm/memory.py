@@ -25,7 +25,18 @@ from .huge_memory import (
 from .mmu_gather import mmu_gather, pte_free_tlb
 from .pgalloc import pagetable_alloc, pte_free, pte_lockptr
 from .pgtable import pmd_offset_lockless
-from .types import VM_WRITE, Leaf, PageTable, mm_pgtables_add, mm_rss_add, mm_struct, vm_area_struct
+from .rmap import unlink_file_vma
+from .types import (
+    VM_SHARED,
+    VM_WRITE,
+    Leaf,
+    PageTable,
+    anon_vma_prepare,
+    mm_pgtables_add,
+    mm_rss_add,
+    mm_struct,
+    vm_area_struct,
+)
 
 # -- lock-free mapping of a PTE table (mm/pgtable-generic.c) ------------------------------
 
@@ -113,16 +124,22 @@ async def walk_alloc(mm: mm_struct, addr: int) -> PageTable | None:
 
 async def do_anonymous_page(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable,
                             addr: int) -> bool:
-    """mm/memory.c: do_anonymous_page() (and a read fault mapping a file page):
+    """mm/memory.c: do_anonymous_page() (do_cow_fault() / do_shared_fault() for a
+    file mapping; every touch is a write):
     ``pte_offset_map_lock()``; if the PTE is still none, set it.  False when the
     table went away (the fault is retried)."""
     geo = mm.geometry
+    # A private mapping gets an anonymous page (for a file, do_cow_fault()); a
+    # shared one maps the file's (or shmem's) page.
+    anon = not vma.vm_flags & VM_SHARED
+    if anon and not vma.anon_vma:
+        await anon_vma_prepare(vma)
     pte = await pte_offset_map_lock(mm, pmd_table, geo.index(pmd_table.depth, addr))
     if pte is None:
         return False
     idx = geo.index(pte.depth, addr)
     if await pte.load(idx) is None:
-        await pte.store(idx, Leaf(vma.anon, False, 1, bool(vma.vm_flags & VM_WRITE)))
+        await pte.store(idx, Leaf(anon, False, 1, bool(vma.vm_flags & VM_WRITE)))
         await mm_rss_add(mm, 1)
     await pte_unmap_unlock(mm, pte)
     return True
@@ -144,8 +161,13 @@ async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int) -> bool
             if not await do_huge_pmd_anonymous_page(mm, vma, pmd_table, idx, addr):
                 return False
             pmdval = await pmd_table.load(idx)
-        if isinstance(pmdval, Leaf):                      # pmd_trans_huge(): mapped
-            return True
+        if isinstance(pmdval, Leaf):                      # pmd_trans_huge()
+            if pmdval.writable or not vma.vm_flags & VM_WRITE:
+                return True
+            # wp_huge_pmd() -> do_huge_pmd_wp_page() on a shared (forked) THP:
+            # fallback: split, then handle the write at PTE level.
+            await __split_huge_pmd(mm, pmd_table, idx, addr)
+            continue
         if pmdval is None:                                # pte_alloc()
             if not await __pxd_alloc(mm, pmd_table, idx, addr):
                 return False
@@ -244,7 +266,8 @@ async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
         pmd_table = await pmd_offset_lockless(mm, addr)
         if pmd_table is not None:
             idx = geo.index(pmd_table.depth, addr)
-            if isinstance(pmd_table.entries.get(idx), Leaf):
+            pmdval = await pmd_table.load(idx)
+            if isinstance(pmdval, Leaf):
                 if nxt - addr == pmd_lv.size:
                     if await zap_huge_pmd(mm, pmd_table, idx):
                         tlb.need_flush = True
@@ -252,7 +275,8 @@ async def unmap_page_range(mm: mm_struct, tlb: mmu_gather, start: int, end: int,
                         continue
                 else:
                     await __split_huge_pmd(mm, pmd_table, idx, addr)
-            if idx in pmd_table.entries:
+                pmdval = await pmd_table.load(idx)
+            if pmdval is not None:
                 await zap_pte_range(mm, tlb, pmd_table, idx, addr, nxt, reclaim_pt)
         addr = nxt
 
@@ -345,7 +369,8 @@ async def _free_entries(mm: mm_struct, tlb: mmu_gather, table: PageTable, addr: 
 async def free_pgtables(mm: mm_struct, tlb: mmu_gather, vmas: list[vm_area_struct],
                         floor: int, ceiling: int) -> None:
     """mm/memory.c: free_pgtables(): for the detached VMAs, in order, gather
-    neighbours closer than a PMD and free their tables with
+    neighbours closer than a PMD, unlink them from the file rmap
+    (``unlink_file_vma_batch_final()``), and free their tables with
     ``ceiling = next ? next->vm_start : ceiling``."""
     pmd_size = mm.geometry.levels[-2].size
     i = 0
@@ -356,5 +381,7 @@ async def free_pgtables(mm: mm_struct, tlb: mmu_gather, vmas: list[vm_area_struc
         while j + 1 < len(vmas) and vmas[j + 1].vm_start <= vmas[j].vm_end + pmd_size:
             j += 1
         nxt = vmas[j + 1].vm_start if j + 1 < len(vmas) else ceiling
+        # Out of the file rmap first: khugepaged can no longer find them.
+        await unlink_file_vma(mm, vmas[i:j + 1])
         await free_pgd_range(mm, tlb, addr, vmas[j].vm_end, floor, nxt)
         i = j + 1

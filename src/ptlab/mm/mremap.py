@@ -22,6 +22,7 @@ from .memory import walk_alloc as alloc_new_pmd
 from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_mark_attached, vma_start_write
 from .pgalloc import pte_lockptr
 from .pgtable import pmd_offset_lockless
+from .rmap import i_mmap_lock_write, i_mmap_unlock_write, vma_link_file
 from .tlbflush import flush_tlb_mm_range
 from .types import Leaf, PageTable, mm_struct, vm_area_struct
 from .vma import _insert_op, do_vmi_align_munmap, vma_dup, vmas_in_range
@@ -51,7 +52,7 @@ async def move_normal_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: P
     the PTE table itself (``pmd_clear()``, ``pmd_populate()``) and flush the old
     range.  False if the new PMD is not none (WARN) or the old one is no longer a
     table ("Racing with collapse?")."""
-    if ni in new_pmd.entries:
+    if await new_pmd.load(ni) is not None:
         return False
     old_ptl, new_ptl = await pmd_lock_both(mm, old_pmd, new_pmd)
     table = await old_pmd.load(oi)
@@ -69,7 +70,7 @@ async def move_huge_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: Pag
     """mm/huge_memory.c: move_huge_pmd(): under both PMD locks move the huge PMD;
     with different locks the deposited table moves too
     (``pmd_move_must_withdraw()``)."""
-    if ni in new_pmd.entries:
+    if await new_pmd.load(ni) is not None:
         return False
     old_ptl, new_ptl = await pmd_lock_both(mm, old_pmd, new_pmd)
     leaf = await old_pmd.load(oi)
@@ -120,10 +121,12 @@ async def move_ptes(mm: mm_struct, old_pmd: PageTable, oi: int, old_addr: int,
     return True
 
 
-async def move_page_tables(mm: mm_struct, old_addr: int, new_addr: int, length: int) -> int:
+async def move_page_tables(mm: mm_struct, vma: vm_area_struct, old_addr: int, new_addr: int,
+                           length: int) -> int:
     """mm/mremap.c: move_page_tables(): per extent (up to the next PMD boundary of
-    either address), whole-table moves when aligned, else ``pte_alloc()`` and
-    ``move_ptes()`` (retried on -EAGAIN).  Returns the bytes moved."""
+    either address), whole-table moves when aligned and the arch allows them
+    (``arch_supports_page_table_move()``: not powerpc hash), else ``pte_alloc()``
+    and ``move_ptes()`` (retried on -EAGAIN).  Returns the bytes moved."""
     geo = mm.geometry
     pmd_size = geo.levels[-2].size
     old_end = old_addr + length
@@ -132,8 +135,8 @@ async def move_page_tables(mm: mm_struct, old_addr: int, new_addr: int, length: 
         extent = min(pmd_size - (old_addr & (pmd_size - 1)),
                      pmd_size - (new_addr & (pmd_size - 1)), old_end - old_addr)
         old_pmd = await pmd_offset_lockless(mm, old_addr)          # get_old_pmd()
-        if old_pmd is not None and geo.index(old_pmd.depth, old_addr) in old_pmd.entries:
-            oi = geo.index(old_pmd.depth, old_addr)
+        oi = geo.index(len(geo.levels) - 2, old_addr)
+        if old_pmd is not None and await old_pmd.load(oi) is not None:
             new_pmd = await alloc_new_pmd(mm, new_addr)
             if new_pmd is None:
                 break
@@ -147,9 +150,16 @@ async def move_page_tables(mm: mm_struct, old_addr: int, new_addr: int, length: 
                         break
                     await __split_huge_pmd(mm, old_pmd, oi, old_addr)
                     continue
-                if extent == pmd_size and \
-                        await move_normal_pmd(mm, old_pmd, oi, new_pmd, ni):
-                    break
+                if extent == pmd_size and mm.geometry.supports_page_table_move:
+                    # move_pgt_entry(NORMAL_PMD): should_take_rmap_locks() is true.
+                    mapping = mm.mapping(vma.file) if vma.file is not None else None
+                    if mapping is not None:
+                        await i_mmap_lock_write(mapping)
+                    moved = await move_normal_pmd(mm, old_pmd, oi, new_pmd, ni)
+                    if mapping is not None:
+                        await i_mmap_unlock_write(mapping)
+                    if moved:
+                        break
                 if await new_pmd.load(ni) is None and \
                         not await __pxd_alloc(mm, new_pmd, ni, new_addr):   # pte_alloc()
                     return done
@@ -181,7 +191,8 @@ async def mremap(mm: mm_struct, old_addr: int, length: int, new_addr: int) -> bo
     await vma_start_write(mm, new_vma)
     await _insert_op(mm, new_vma)
     await vma_mark_attached(new_vma)
-    moved = await move_page_tables(mm, old_addr, new_addr, length)
+    await vma_link_file(mm, new_vma)
+    moved = await move_page_tables(mm, vma, old_addr, new_addr, length)
     if moved != length:
         raise ModelViolation("model-limit", "mremap: move_page_tables() ran out of memory; "
                              "moving back is not modelled")

@@ -137,8 +137,8 @@ class vm_area_struct(KObject):
     """A VMA: ``[vm_start, vm_end)``, flags, and its per-VMA lock state (v6.15:
     ``vm_refcnt``, 0 = detached; ``vm_lock_seq``)."""
 
-    __slots__ = ("anon", "file", "lock_loc", "vm_end", "vm_flags", "vm_lock_seq", "vm_pgoff",
-                 "vm_refcnt", "vm_start")
+    __slots__ = ("anon", "anon_vma", "file", "lock_loc", "vm_end", "vm_flags", "vm_lock_seq",
+                 "vm_pgoff", "vm_refcnt", "vm_start")
 
     def __init__(self, start: int, end: int, flags: int, anon: bool = True,
                  file: str | None = None, pgoff: int = 0) -> None:
@@ -147,6 +147,9 @@ class vm_area_struct(KObject):
         self.vm_end = end
         self.vm_flags = flags
         self.vm_pgoff = pgoff             # in pages: offset into the file
+        # vma->anon_vma: set by the first anonymous (or COW) fault
+        # (anon_vma_prepare()), inherited by split, fork and mremap.
+        self.anon_vma = False
         self.anon = anon
         self.file = file
         self.vm_refcnt = 0
@@ -171,6 +174,20 @@ class mm_context_t:
         self.pmd_frag = Field(mm.obj, "mm->context.pmd_frag", None)
         self.lock = spinlock_t("mm->context.lock", mm.obj)
         self.pgtable_list = Field(mm.obj, "mm->context.pgtable_list", ())
+
+
+class address_space:
+    """``struct address_space`` of a file: ``i_mmap_rwsem`` (the rmap lock) guards
+    the file's VMA tree; khugepaged's retract takes it for read, and munmap
+    (``free_pgtables()``: ``unlink_file_vma()``) and mremap (``take_rmap_locks()``)
+    for write."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.i_mmap_rwsem = rw_semaphore(f"{name}->i_mmap_rwsem")
+        # mapping->i_mmap, the interval tree of the VMAs mapping the file (with
+        # their mm), read and written only under i_mmap_rwsem.
+        self.i_mmap: list[tuple[mm_struct, vm_area_struct]] = []
 
 
 class mm_struct:
@@ -200,8 +217,17 @@ class mm_struct:
         self.vmas: list[vm_area_struct] = []
         self.vma_loc = new_loc()
         self.rss = atomic_t(self.obj, "mm->rss_stat", 0)
+        # The files this mm maps (shared with a fork child): name -> mapping.
+        self.mappings: dict[str, address_space] = {}
         self.mm_users = 1
         self.mm_count = 1
+
+    def mapping(self, file: str) -> address_space:
+        """``vma->vm_file->f_mapping``."""
+        m = self.mappings.get(file)
+        if m is None:
+            m = self.mappings[file] = address_space(file)
+        return m
 
     def find_vma_index(self, addr: int) -> int:
         """Index of the first VMA ending above ``addr`` (find_vma())."""
@@ -259,6 +285,32 @@ def mm_rss_add(mm: mm_struct, delta: int) -> Op:
     return Call(mm.rss.fp(ADD), "add_mm_counter({1:+})", _rss, mm, delta)
 
 
-__all__ = ["VMA_LOCK_OFFSET", "VM_HUGEPAGE", "VM_READ", "VM_SHARED", "VM_WRITE", "Leaf",
-           "PageTable", "PmdTable", "mm_context_t", "mm_dec_nr_ptes", "mm_inc_nr_ptes",
-           "mm_pgtables_add", "mm_rss_add", "mm_struct", "pmd_lock", "vm_area_struct"]
+def _set_anon_vma(vma: vm_area_struct) -> None:
+    vma.anon_vma = True
+
+
+def anon_vma_prepare(vma: vm_area_struct) -> Op:
+    """mm/rmap.c: anon_vma_prepare(): the VMA gets its ``anon_vma`` (read
+    locklessly by khugepaged's retract and by fork's ``vma_needs_copy()``)."""
+    return Call(((vma.lock_loc, WRITE),), "anon_vma_prepare({0!r})", _set_anon_vma, vma)
+
+
+__all__ = [
+    "VMA_LOCK_OFFSET",
+    "VM_HUGEPAGE",
+    "VM_READ",
+    "VM_SHARED",
+    "VM_WRITE",
+    "Leaf",
+    "PageTable",
+    "PmdTable",
+    "address_space",
+    "mm_context_t",
+    "mm_dec_nr_ptes",
+    "mm_inc_nr_ptes",
+    "mm_pgtables_add",
+    "mm_rss_add",
+    "mm_struct",
+    "pmd_lock",
+    "vm_area_struct",
+]

@@ -25,6 +25,7 @@ from .mmap_lock import (
     vma_start_write,
 )
 from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
+from .rmap import unlink_file_vma, vma_link_file
 from .types import mm_struct, vm_area_struct
 
 FIRST_USER_ADDRESS = 0
@@ -58,6 +59,7 @@ async def do_mmap(mm: mm_struct, start: int, length: int, flags: int, anon: bool
     vma = vm_area_struct(start, start + length, flags, anon, file)
     await vma_mark_attached(vma)
     await _insert_op(mm, vma)
+    await vma_link_file(mm, vma)
     await mmap_write_unlock(mm)
     return vma
 
@@ -91,8 +93,10 @@ def vma_set_range(mm: mm_struct, vma: vm_area_struct, start: int, end: int, pgof
 
 def vma_dup(vma: vm_area_struct) -> vm_area_struct:
     """kernel/fork.c: vm_area_dup(): a detached copy (``vm_refcnt`` 0)."""
-    return vm_area_struct(vma.vm_start, vma.vm_end, vma.vm_flags, vma.anon, vma.file,
-                          vma.vm_pgoff)
+    new = vm_area_struct(vma.vm_start, vma.vm_end, vma.vm_flags, vma.anon, vma.file,
+                         vma.vm_pgoff)
+    new.anon_vma = vma.anon_vma          # anon_vma_clone() / anon_vma_fork()
+    return new
 
 
 async def __split_vma(mm: mm_struct, vma: vm_area_struct, addr: int,
@@ -116,6 +120,7 @@ async def __split_vma(mm: mm_struct, vma: vm_area_struct, addr: int,
     else:
         await vma_set_range(mm, vma, vma.vm_start, addr, vma.vm_pgoff, new)
     await vma_mark_attached(new)
+    await vma_link_file(mm, new)
     return new
 
 
@@ -140,6 +145,7 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
         await vma_start_write(mm, prev)
         await vma_start_write(mm, vma)
         await Call(((mm.vma_loc, WRITE),), "vma_expand({1!r})", _absorb, mm, prev, vma)
+        await unlink_file_vma(mm, [vma])
         await vma_mark_detached(vma)
         await vm_area_free(vma)
         vma, i = prev, i - 1
@@ -148,6 +154,7 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
         await vma_start_write(mm, vma)
         await vma_start_write(mm, nxt)
         await Call(((mm.vma_loc, WRITE),), "vma_expand({1!r})", _absorb, mm, vma, nxt)
+        await unlink_file_vma(mm, [nxt])
         await vma_mark_detached(nxt)
         await vm_area_free(nxt)
     return vma

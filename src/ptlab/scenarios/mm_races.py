@@ -33,7 +33,7 @@ from ..mm.mremap import mremap
 from ..mm.oracle import census, check_mm_counters
 from ..mm.pgalloc import mm_alloc_pgd
 from ..mm.pgtable_generic import pte_offset_map_walk
-from ..mm.types import VM_READ, VM_WRITE, Leaf, mm_struct
+from ..mm.types import VM_READ, VM_SHARED, VM_WRITE, Leaf, mm_struct
 from ..mm.vma import do_mmap, munmap
 from .base import OK, Param, Scenario, Variant
 
@@ -165,12 +165,13 @@ class RetractWalkers(_WalkersModel):
 
     def prepare(self, ex: Execution, w: World) -> None:
         async def setup() -> None:
-            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE, anon=False, file="f")
+            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE | VM_SHARED, anon=False,
+                          file="f")
             await do_user_addr_fault(w.mm, BASE)
         ex.run_sync(setup(), w.kernel.cpus[0])
 
     def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
-        return "khugepaged", retract_page_tables(w.mm, BASE)
+        return "khugepaged", retract_page_tables(w.mm.mapping("f"), 0)
 
 
 class MremapWalkers(_WalkersModel):
