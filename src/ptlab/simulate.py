@@ -347,9 +347,13 @@ class Simulator:
         if step.op == "touch":
             self.run(self.touch(mm, start, step.length, step.stride))
         elif step.op == "madvise":
-            self.run(madvise_dontneed(mm, start, step.length))
+            if not self.run(madvise_dontneed(mm, start, step.length)):
+                raise WorkloadError(f"{step.line}: madvise of {reg.name!r} failed (-ENOMEM: "
+                                    "part of the range is unmapped)")
         elif step.op == "mprotect":
-            self.run(do_mprotect_pkey(mm, start, step.length, step.prot == "rw"))
+            if not self.run(do_mprotect_pkey(mm, start, step.length, step.prot == "rw")):
+                raise WorkloadError(f"{step.line}: mprotect of {reg.name!r} failed (-ENOMEM: "
+                                    "part of the range is unmapped)")
         elif step.op == "collapse":
             self.run(self.collapse(mm, reg, start, step.length, step.mode))
         elif step.op == "mremap":

@@ -225,3 +225,25 @@ def test_powerpc_hash_moves_ptes_not_tables_and_deposits_for_file_thps() -> None
         retracted = ranges * geo.levels[-1].pgtables_bytes
         deposited = retracted if arch == "ppc64-hash" else 0
         assert sim.mm.pgtables_bytes.value == before - retracted + deposited
+
+
+def test_madvise_across_split_vmas_zaps_them_all_under_mmap_lock() -> None:
+    res = simulate(parse_workload("t", _wl(A8, [
+        'op = "map"\nregion = "a"', 'op = "touch"\nregion = "a"',
+        'op = "mprotect"\nregion = "a"\noffset = "3MiB"\nlength = "2MiB"\nprot = "r"',
+        'op = "madvise"\nregion = "a"\nadvice = "dontneed"'])))
+    # Each VMA is zapped on its own (zap_page_range_single()): PT_RECLAIM frees
+    # only the tables one zap covers whole; [2, 4) and [4, 6) MiB straddle the
+    # VMA boundaries at 3 and 5 MiB, so they stay, empty.
+    assert res.steps[-1].rss_pages == 0 and res.steps[-1].tables["pte"] == 2
+
+
+def test_an_impossible_step_is_an_error_naming_its_line() -> None:
+    import pytest
+
+    from ptlab.simulate import WorkloadError
+    text = _wl(A8, ['op = "map"\nregion = "a"',
+                    'op = "unmap"\nregion = "a"\noffset = "2MiB"\nlength = "2MiB"',
+                    'op = "madvise"\nregion = "a"\nadvice = "dontneed"'])
+    with pytest.raises(WorkloadError, match=r"t:13: madvise of 'a' failed"):
+        simulate(parse_workload("t", text))

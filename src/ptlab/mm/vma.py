@@ -15,6 +15,7 @@ from .huge_memory import vma_adjust_trans_huge
 from .memory import free_pgtables, unmap_page_range
 from .mmap_lock import (
     lock_vma_under_rcu,
+    mmap_read_lock,
     mmap_read_unlock,
     mmap_write_downgrade,
     mmap_write_lock,
@@ -227,39 +228,60 @@ async def munmap(mm: mm_struct, start: int, length: int) -> int:
     return n
 
 
-async def madvise_dontneed(mm: mm_struct, start: int, length: int) -> bool:
-    """mm/madvise.c: madvise(MADV_DONTNEED) -> madvise_dontneed_single_vma() under
-    the per-VMA read lock (v6.17, "mm: use per_vma lock for MADV_DONTNEED"):
-    ``zap_page_range_single()`` with ``.reclaim_pt = true`` when PT_RECLAIM is built.
-    False when the range is not one mapped VMA (the model's -ENOMEM)."""
-    vma = await lock_vma_under_rcu(mm, start)
-    if vma is None or start + length > vma.vm_end:
-        if vma is not None:
-            await vma_end_read(vma)
-        return False
+async def madvise_dontneed_single_vma(mm: mm_struct, start: int, end: int) -> None:
+    """mm/madvise.c: madvise_dontneed_single_vma() -> zap_page_range_single() with
+    ``.reclaim_pt = true`` (PT_RECLAIM, where built): its own gather."""
     tlb = tlb_gather_mmu(mm)
-    await unmap_page_range(mm, tlb, start, start + length, reclaim_pt=mm.pt_reclaim)
+    await unmap_page_range(mm, tlb, start, end, reclaim_pt=mm.pt_reclaim)
     await tlb_finish_mmu(tlb)
-    await vma_end_read(vma)
-    return True
+
+
+async def madvise_dontneed(mm: mm_struct, start: int, length: int) -> bool:
+    """mm/madvise.c: madvise(MADV_DONTNEED): a range inside one VMA is done under
+    that VMA's read lock (v6.17 ``try_vma_read_lock()``, "mm: use per_vma lock for
+    MADV_DONTNEED"); otherwise under ``mmap_read_lock`` VMA by VMA
+    (``madvise_walk_vmas()``).  False (-ENOMEM) if part of the range is unmapped;
+    the mapped parts are zapped all the same."""
+    end = start + length
+    vma = await lock_vma_under_rcu(mm, start) if mm.config.per_vma_lock else None
+    if vma is not None:
+        if end <= vma.vm_end:
+            await madvise_dontneed_single_vma(mm, start, end)
+            await vma_end_read(vma)
+            return True
+        await vma_end_read(vma)
+    await mmap_read_lock(mm)
+    covered, hole = start, False
+    for vma in vmas_in_range(mm, start, end):
+        lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
+        hole = hole or lo > covered               # unmapped_error = -ENOMEM
+        await madvise_dontneed_single_vma(mm, lo, hi)
+        covered = hi
+    await mmap_read_unlock(mm)
+    return not hole and covered >= end
 
 
 async def exit_mmap(mm: mm_struct) -> None:
-    """mm/mmap.c: exit_mmap(): the last user is gone: zap everything, free every
-    table (``floor = FIRST_USER_ADDRESS``, ``ceiling = USER_PGTABLES_CEILING``) with a
-    full-mm gather, then free the VMAs."""
-    await mmap_write_lock(mm)
+    """mm/mmap.c: exit_mmap(): the last user is gone.  Under ``mmap_read_lock`` zap
+    everything with a full-mm gather; then under ``mmap_write_lock`` free every
+    table (``floor = FIRST_USER_ADDRESS``, ``ceiling = USER_PGTABLES_CEILING``),
+    finish the gather, and detach and free the VMAs (no ``vma_start_write()``:
+    the mm is unreachable)."""
+    await mmap_read_lock(mm)
     vmas = list(mm.vmas)
-    tlb = tlb_gather_mmu(mm, fullmm=True)
-    for vma in vmas:
-        await unmap_page_range(mm, tlb, vma.vm_start, vma.vm_end)
-    for vma in vmas:
-        await vma_start_write(mm, vma)
-        await vma_mark_detached(vma)
-    if vmas:
+    if not vmas:
+        await mmap_read_unlock(mm)
+        await mmap_write_lock(mm)
+    else:
+        tlb = tlb_gather_mmu(mm, fullmm=True)
+        for vma in vmas:                                     # unmap_vmas()
+            await unmap_page_range(mm, tlb, vma.vm_start, vma.vm_end)
+        await mmap_read_unlock(mm)
+        await mmap_write_lock(mm)
         await free_pgtables(mm, tlb, vmas, FIRST_USER_ADDRESS, USER_PGTABLES_CEILING)
-    await tlb_finish_mmu(tlb)
+        await tlb_finish_mmu(tlb)
+        for vma in vmas:
+            await vma_mark_detached(vma)
+            await vm_area_free(vma)                          # remove_vma()
     await Call(((mm.vma_loc, WRITE),), "__mt_destroy()", _remove, mm, vmas)
-    for vma in vmas:
-        await vm_area_free(vma)
     await mmap_write_unlock(mm)
