@@ -247,3 +247,24 @@ def test_an_impossible_step_is_an_error_naming_its_line() -> None:
                     'op = "madvise"\nregion = "a"\nadvice = "dontneed"'])
     with pytest.raises(WorkloadError, match=r"t:13: madvise of 'a' failed"):
         simulate(parse_workload("t", text))
+
+
+def test_mremap_of_an_aligned_gib_moves_the_whole_pmd_table() -> None:
+    """move_normal_pud() (HAVE_MOVE_PUD): the PMD table moves with its 512 PTE
+    tables; the old PUD table is freed by the unmap of the old range."""
+    text = ('[[region]]\nname = "a"\nstart = "16TiB"\nsize = "1GiB"\n'
+            '[[region]]\nname = "b"\nstart = "17TiB"\nsize = "1GiB"\n')
+    sim = _run(_wl(text, ['op = "map"\nregion = "a"', 'op = "touch"\nregion = "a"\n'
+                          'stride = "2MiB"']))
+    pud = sim.mm.pgd
+    assert pud is not None
+    pud = pud.entries[sim.mm.geometry.index(0, BASE)]
+    pmd = pud.entries[sim.mm.geometry.index(1, BASE)]
+    nr = sim.kernel.alloc.nr_pagetable
+    sim.step(parse_workload("t", _wl(text, ['op = "mremap"\nregion = "a"\nto = "b"']))
+             .steps[0])
+    sim.settle()
+    new_pud = sim.mm.pgd.entries[sim.mm.geometry.index(0, 17 << 40)]
+    assert new_pud.entries[sim.mm.geometry.index(1, 17 << 40)] is pmd
+    assert pud.page.freed and sim.kernel.alloc.nr_pagetable == nr   # one PUD for another
+    assert census(sim.mm).tables == [1, 1, 1, 512] and census(sim.mm).leaves == 512

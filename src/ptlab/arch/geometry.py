@@ -62,6 +62,8 @@ class Geometry:
     #: PTE table (x86, arm64, powerpc radix; not powerpc hash: ``return
     #: radix_enabled()``; s390 is not known to select HAVE_MOVE_PMD).
     supports_page_table_move: bool = True
+    #: HAVE_MOVE_PUD: mremap may move a whole PMD table (x86, arm64, powerpc).
+    supports_move_pud: bool = True
     #: arch_needs_pgtable_deposit(): a file huge PMD deposits a table too
     #: (powerpc hash, for its hash slot information).
     needs_pgtable_deposit: bool = False
@@ -139,14 +141,15 @@ S390_V66 = Geometry(
         _lv("pud", 31, 2048, 16384, order=2, accounted=False),
         _lv("pmd", 20, 2048, 16384, order=2),
         _lv("pte", 12, 256, 2048, per_page=2),
-    ), pte_alloc="s390-2k", task_size=1 << 42, supports_page_table_move=False)
+    ), pte_alloc="s390-2k", task_size=1 << 42, supports_page_table_move=False,
+    supports_move_pud=False)
 
 S390 = Geometry(
     "s390", "s390 since v6.7: each 2K PTE table in its own 4K page (upper half PGSTE)", 12, (
         _lv("pud", 31, 2048, 16384, order=2, accounted=False),
         _lv("pmd", 20, 2048, 16384, order=2),
         _lv("pte", 12, 256, 4096),
-    ), task_size=1 << 42, supports_page_table_move=False)
+    ), task_size=1 << 42, supports_page_table_move=False, supports_move_pud=False)
 
 ARCHES: dict[str, Geometry] = {g.name: g for g in (
     X86_64, X86_64_LA57, ARM64_4K, PPC64_HASH_64K, PPC64_RADIX_64K, S390_V66, S390)}

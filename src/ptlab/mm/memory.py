@@ -102,13 +102,14 @@ async def __pxd_alloc(mm: mm_struct, parent: PageTable, idx: int, addr: int) -> 
     return True
 
 
-async def walk_alloc(mm: mm_struct, addr: int) -> PageTable | None:
+async def walk_alloc(mm: mm_struct, addr: int, depth: int = -2) -> PageTable | None:
     """The ``p4d_alloc() / pud_alloc() / pmd_alloc()`` chain of
-    __handle_mm_fault(): the PMD table for ``addr``, allocating what is missing."""
+    __handle_mm_fault(): the PMD table for ``addr`` (or the table at ``depth``,
+    counted as a list index: -3 is the PUD table), allocating what is missing."""
     geo = mm.geometry
     table = mm.pgd
     assert table is not None
-    last = len(geo.levels) - 2
+    last = depth % len(geo.levels)
     while table.depth < last:
         idx = geo.index(table.depth, addr)
         nxt = await table.load(idx)

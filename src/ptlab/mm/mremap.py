@@ -1,6 +1,7 @@
 """mm/mremap.c: moving a mapping, and with it whole page tables.
 
-``move_page_tables()`` moves, for each PMD-sized extent, the whole PTE table
+``move_page_tables()`` moves a whole PMD table for a PUD-aligned 1 GiB extent
+(``move_normal_pud()``), and for each PMD-sized extent the whole PTE table
 (``move_normal_pmd()``: clear the old PMD, populate the new one, flush) when both
 addresses are PMD-aligned, or a huge PMD with its deposited table
 (``move_huge_pmd()``); otherwise it allocates the destination table and moves the
@@ -65,6 +66,43 @@ async def move_normal_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: P
     return moved
 
 
+async def move_normal_pud(mm: mm_struct, old_pud: PageTable, oi: int, new_pud: PageTable,
+                          ni: int) -> bool:
+    """mm/mremap.c: move_normal_pud(): under ``pud_lock()`` (``mm->page_table_lock``)
+    move the whole PMD table (``pud_clear()``, ``pud_populate()``) and flush the
+    old range.  False if the new PUD entry is not none or the old one no longer
+    maps a table."""
+    if await new_pud.load(ni) is not None:
+        return False
+    ptl = mm.page_table_lock
+    await spin_lock(ptl)
+    table = await old_pud.load(oi)
+    moved = isinstance(table, PageTable)
+    if moved:
+        await old_pud.get_and_clear(oi)
+        await new_pud.store(ni, table)
+        await flush_tlb_mm_range(mm)
+    await spin_unlock(ptl)
+    return moved
+
+
+async def move_pgt_entry(mm: mm_struct, vma: vm_area_struct, old: PageTable, oi: int,
+                         new: PageTable, ni: int) -> bool:
+    """mm/mremap.c: move_pgt_entry(NORMAL_PMD / NORMAL_PUD): with the rmap locks
+    (``should_take_rmap_locks()`` is true for both; the file's ``i_mmap_rwsem``
+    here), move the whole table below the entry."""
+    mapping = mm.mapping(vma.file) if vma.file is not None else None
+    if mapping is not None:
+        await i_mmap_lock_write(mapping)
+    if old.depth == len(mm.geometry.levels) - 2:
+        moved = await move_normal_pmd(mm, old, oi, new, ni)
+    else:
+        moved = await move_normal_pud(mm, old, oi, new, ni)
+    if mapping is not None:
+        await i_mmap_unlock_write(mapping)
+    return moved
+
+
 async def move_huge_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: PageTable,
                         ni: int) -> bool:
     """mm/huge_memory.c: move_huge_pmd(): under both PMD locks move the huge PMD;
@@ -123,15 +161,33 @@ async def move_ptes(mm: mm_struct, old_pmd: PageTable, oi: int, old_addr: int,
 
 async def move_page_tables(mm: mm_struct, vma: vm_area_struct, old_addr: int, new_addr: int,
                            length: int) -> int:
-    """mm/mremap.c: move_page_tables(): per extent (up to the next PMD boundary of
-    either address), whole-table moves when aligned and the arch allows them
-    (``arch_supports_page_table_move()``: not powerpc hash), else ``pte_alloc()``
-    and ``move_ptes()`` (retried on -EAGAIN).  Returns the bytes moved."""
+    """mm/mremap.c: move_page_tables(): a PUD-aligned 1 GiB extent moves its whole
+    PMD table (NORMAL_PUD, HAVE_MOVE_PUD); otherwise per extent (up to the next
+    PMD boundary of either address), whole PTE tables when aligned and the arch
+    allows it (``arch_supports_page_table_move()``: not powerpc hash), else
+    ``pte_alloc()`` and ``move_ptes()`` (retried on -EAGAIN).  Returns the bytes
+    moved."""
     geo = mm.geometry
     pmd_size = geo.levels[-2].size
     old_end = old_addr + length
     done = 0
+    pud_size = geo.levels[-3].size if len(geo.levels) > 3 else 0
     while old_addr < old_end:
+        if pud_size and geo.supports_move_pud and geo.supports_page_table_move and \
+                old_end - old_addr >= pud_size and not (old_addr | new_addr) & (pud_size - 1):
+            # NORMAL_PUD: a PUD-sized, PUD-aligned extent moves its PMD table whole.
+            old_pud = await pmd_offset_lockless(mm, old_addr, -3)     # get_old_pud()
+            pi = geo.index(len(geo.levels) - 3, old_addr)
+            if old_pud is not None and isinstance(await old_pud.load(pi), PageTable):
+                new_pud = await alloc_new_pmd(mm, new_addr, -3)       # alloc_new_pud()
+                if new_pud is None:
+                    break
+                if await move_pgt_entry(mm, vma, old_pud, pi, new_pud,
+                                        geo.index(new_pud.depth, new_addr)):
+                    old_addr += pud_size
+                    new_addr += pud_size
+                    done += pud_size
+                    continue
         extent = min(pmd_size - (old_addr & (pmd_size - 1)),
                      pmd_size - (new_addr & (pmd_size - 1)), old_end - old_addr)
         old_pmd = await pmd_offset_lockless(mm, old_addr)          # get_old_pmd()
@@ -150,16 +206,9 @@ async def move_page_tables(mm: mm_struct, vma: vm_area_struct, old_addr: int, ne
                         break
                     await __split_huge_pmd(mm, old_pmd, oi, old_addr)
                     continue
-                if extent == pmd_size and mm.geometry.supports_page_table_move:
-                    # move_pgt_entry(NORMAL_PMD): should_take_rmap_locks() is true.
-                    mapping = mm.mapping(vma.file) if vma.file is not None else None
-                    if mapping is not None:
-                        await i_mmap_lock_write(mapping)
-                    moved = await move_normal_pmd(mm, old_pmd, oi, new_pmd, ni)
-                    if mapping is not None:
-                        await i_mmap_unlock_write(mapping)
-                    if moved:
-                        break
+                if extent == pmd_size and geo.supports_page_table_move and \
+                        await move_pgt_entry(mm, vma, old_pmd, oi, new_pmd, ni):
+                    break
                 if await new_pmd.load(ni) is None and \
                         not await __pxd_alloc(mm, new_pmd, ni, new_addr):   # pte_alloc()
                     return done
