@@ -16,7 +16,8 @@ from typing import Literal
 
 TableFreeOne = Literal["ipi", "call_rcu", "synchronize_rcu"]
 TlbFlush = Literal["ipi", "hypercall"]
-RetractFree = Literal["sync_one", "defer"]
+RetractFree = Literal["free", "sync_one", "defer"]
+TableFreeFallback = Literal["ipi", "synchronize_rcu"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,14 @@ class KernelConfig:
     #: MAX_TABLE_BATCH: (PAGE_SIZE - sizeof(struct mmu_table_batch)) / sizeof(void *)
     #: = 509 on x86-64; scenarios shrink it to reach the flush inside a small run.
     max_table_batch: int = 509
-    #: How khugepaged frees a PTE table it retracts from a file VMA: ``sync_one`` =
+    #: The single-table fallback when PT_RECLAIM is not built (the ``call_rcu`` form
+    #: needs its ``pt_rcu_head``): ``ipi`` until 2026, ``synchronize_rcu`` in the
+    #: 2026 tree ("mm/mmu_gather: replace IPI with synchronize_rcu() when batch
+    #: allocation fails").
+    table_free_fallback: TableFreeFallback = "ipi"
+    #: How khugepaged frees a PTE table it retracts from a file VMA: ``free`` =
+    #: ``pte_free()`` at once (before v6.1: the GUP-fast race Jann Horn fixed with
+    #: "mm/khugepaged: fix GUP-fast interaction by sending IPI"); ``sync_one`` =
     #: ``tlb_remove_table_sync_one()`` then ``pte_free()`` (v6.5 and before:
     #: collapse_and_free_pmd(), Jann Horn's 2022 IPI fix, under mmap_write_lock);
     #: ``defer`` = ``pte_free_defer()`` after a grace period (v6.6, Hugh Dickins,
@@ -113,7 +121,7 @@ ERAS: dict[str, KernelConfig] = {
     "2026": _V65.replace(name="2026", retract_free="defer", pt_reclaim=True,
                          table_free_one="call_rcu",
                          dtor_at_free=True, vma_refcount=True, reclaim_nonsplit_fix=True,
-                         pt_reclaim_any_arch=True),
+                         pt_reclaim_any_arch=True, table_free_fallback="synchronize_rcu"),
 }
 
 DEFAULT_ERA = "v6.18"

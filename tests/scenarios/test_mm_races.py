@@ -15,23 +15,31 @@ def test_two_faults_race_to_populate_one_pmd() -> None:
     assert "a fault lost the pmd_install() race and freed its table" in out.result.reached
 
 
-@pytest.mark.parametrize("variant", [v.name for v in SCENARIOS["munmap-walkers"].variants])
-def test_munmap_walkers(variant: str) -> None:
-    out = run_check(CheckSpec("munmap-walkers", variant))
+@pytest.mark.parametrize("variant", [v.name for v in SCENARIOS["mmu-gather-table-free"].variants])
+def test_mmu_gather_table_free(variant: str) -> None:
+    """Each era's way of freeing an unlinked table, against the walkers it must
+    wait for; the GUP-only variants run without the RCU walker."""
+    out = run_check(CheckSpec("mmu-gather-table-free", variant))
     assert out.matches, (out.expected, out.found)
+    gup_only = dict(SCENARIOS["mmu-gather-table-free"].variant(variant).params).get(
+        "rcu_walkers") == 0
     if out.expected == OK:
         assert out.result.exhaustive
-        assert "an RCU walker read a PTE of the table being changed" in out.result.reached
+        if not gup_only:
+            assert "an RCU walker read a PTE of the table being changed" in out.result.reached
         assert "GUP-fast pinned a page meanwhile" in out.result.reached
     else:
         v = out.violation
-        assert v is not None and v.thread.startswith("walker/"), v
-        assert "pte_offset_map_walk" in v.report
+        assert v is not None, out
+        if gup_only:
+            assert v.thread.startswith("gup/") and "gup_fast" in v.report, v
+        else:
+            assert v.thread.startswith("walker/") and "pte_offset_map_walk" in v.report, v
 
 
 def test_the_ipi_fallback_is_safe_for_gup_fast_alone() -> None:
     """The IPI does wait for IRQ-off walkers: without the RCU walker, no violation."""
-    out = run_check(CheckSpec("munmap-walkers", "pt-reclaim-ipi-fallback",
+    out = run_check(CheckSpec("mmu-gather-table-free", "pt-reclaim-ipi-fallback",
                               {"rcu_walkers": 0, "gup_walkers": 1}))
     assert out.result.verdict == "ok" and out.result.exhaustive
 
@@ -58,3 +66,17 @@ def test_mremap_walkers(variant: str) -> None:
     if out.expected == OK:
         assert out.result.exhaustive
         assert "an RCU walker read a PTE of the table being changed" in out.result.reached
+
+
+@pytest.mark.parametrize("variant", [v.name for v in SCENARIOS["khugepaged-gup-fast"].variants])
+def test_khugepaged_gup_fast(variant: str) -> None:
+    """Without the IPI after pmdp_collapse_flush(), and a flush that sends none,
+    GUP-fast reads the freed table; tlb_remove_table_sync_one() or pte_free_defer()
+    prevent it."""
+    out = run_check(CheckSpec("khugepaged-gup-fast", variant))
+    assert out.matches, (out.expected, out.found)
+    if out.expected == OK:
+        assert out.result.exhaustive
+    else:
+        v = out.violation
+        assert v is not None and v.thread.startswith("gup/"), v

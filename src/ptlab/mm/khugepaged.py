@@ -145,11 +145,14 @@ async def retract_pte_table(mm: mm_struct, pmd_table: PageTable, idx: int) -> bo
     if not empty:
         return False
     await mm_pgtables_add(mm, table.depth, -1)
-    if mm.config.retract_free == "defer":
+    how = mm.config.retract_free
+    if how == "defer":
         await pte_free_defer(mm, table)
     else:
-        # v6.5 collapse_and_free_pmd(): the IPI holds back GUP-fast, not RCU walkers.
-        await tlb_remove_table_sync_one()
+        # collapse_and_free_pmd(): since v6.1 the IPI holds back GUP-fast (not
+        # RCU walkers); before it, nothing did.
+        if how == "sync_one":
+            await tlb_remove_table_sync_one()
         await pte_free(mm, table)
     return True
 
@@ -191,7 +194,7 @@ async def retract_page_tables(mapping: address_space, pgoff: int) -> int:
             continue
         if mm.mm_users == 0:                          # hpage_collapse_test_exit()
             continue
-        locked = mm.config.retract_free == "sync_one"
+        locked = mm.config.retract_free != "defer"
         if locked:
             await mmap_write_lock(mm)
             await vma_start_write(mm, vma)
@@ -212,7 +215,7 @@ async def collapse_pte_mapped_thp(mm: mm_struct, addr: int, install_pmd: bool) -
     by a huge PMD (``set_huge_pmd()``).  The kernel's ``pmd_same()`` re-check
     under the locks is the emptiness re-check of :func:`retract_pte_table`."""
     # Up to v6.5 madvise_collapse() held mmap_write_lock around it.
-    write = mm.config.retract_free == "sync_one"
+    write = mm.config.retract_free != "defer"
     await (mmap_write_lock(mm) if write else mmap_read_lock(mm))
     vma = await find_vma(mm, addr)
     found = await find_pmd_or_thp_or_none(mm, addr) if vma is not None else None

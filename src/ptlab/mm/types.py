@@ -203,7 +203,7 @@ class mm_struct:
             geometry.supports_pt_reclaim or cfg.pt_reclaim_any_arch)
         self.table_free_one = cfg.table_free_one
         if cfg.table_free_one == "call_rcu" and not self.pt_reclaim:
-            self.table_free_one = "ipi"
+            self.table_free_one = cfg.table_free_fallback
         self.obj = KObject("mm_struct", 1024)
         self.page_table_lock = spinlock_t("mm->page_table_lock", self.obj)
         # mm_pgtables_bytes(): VmPTE in /proc/PID/status is this >> 10.

@@ -5,7 +5,7 @@ Both allocate a PTE table; ``pmd_install()`` publishes one under the PMD lock an
 the loser frees its unpublished table at once.  Nothing may leak, both pages must
 end up mapped, every counter must balance.
 
-``munmap-walkers``: munmap of a populated VMA (a neighbour keeps the PMD table,
+``mmu-gather-table-free``: munmap of a populated VMA (a neighbour keeps the PMD table,
 so one PTE table is freed) races a GUP-fast walker (IRQs off)
 and a lockless ``pte_offset_map()`` walker (``rcu_read_lock()`` only).  The batch
 page of ``tlb_remove_table()`` may fail to allocate (explored).  On v6.18 every
@@ -204,10 +204,33 @@ def _v613_native() -> KernelConfig:
                                  mmu_gather_rcu_table_free=False)
 
 
+def _v613_hypercall_no_rcu_free() -> KernelConfig:
+    return ERAS["v6.13"].replace(name="v6.13-hypercall-no-rcu-free", tlb_flush="hypercall",
+                                 mmu_gather_rcu_table_free=False)
+
+
 _CONFIGS: dict[str, Callable[[], KernelConfig]] = {
+    # mmu-gather-table-free
     "v6.18": lambda: ERAS["v6.18"],
     "pt-reclaim-ipi-fallback": _v618_ipi,
+    "ipi": lambda: ERAS["v6.13"],
+    "call_rcu": lambda: ERAS["v6.18"],
+    "synchronize_rcu": lambda: ERAS["2026"].replace(name="2026-no-pt-reclaim",
+                                                    pt_reclaim=False),
     "v6.13-native": _v613_native,
+    "x86-native": _v613_native,
+    "x86-native-gup-only": _v613_native,
+    "x86-paravirt": lambda: ERAS["v6.13"].replace(name="v6.13-paravirt-hypercall",
+                                                  tlb_flush="hypercall"),
+    "x86-hypercall-no-rcu-free": _v613_hypercall_no_rcu_free,
+    # khugepaged-gup-fast
+    # The flush sends no IPI (x86 PARAVIRT's hypercall; arm64 broadcasts TLBI):
+    # where Jann Horn's race lives.
+    "no-ipi": lambda: ERAS["v6.5"].replace(name="v6.0-hypercall", retract_free="free",
+                                           tlb_flush="hypercall"),
+    "sync-one": lambda: ERAS["v6.5"].replace(name="v6.5-hypercall", tlb_flush="hypercall"),
+    "pte-free-defer": lambda: ERAS["v6.18"].replace(name="v6.18-hypercall",
+                                                    tlb_flush="hypercall"),
 }
 
 
@@ -278,18 +301,48 @@ FAULT_RACE = Scenario(
     make=_maker(FaultRace, _era),
 )
 
-MUNMAP_WALKERS = Scenario(
-    name="munmap-walkers",
-    title="munmap frees page tables while GUP-fast and an RCU pte_offset_map() walker run",
-    source="seed 002 (PT_RECLAIM: the IPI does not wait for rcu_read_lock() walkers); "
-           "seed 000 (what MMU_GATHER_RCU_TABLE_FREE promises)",
+MMU_GATHER_TABLE_FREE = Scenario(
+    name="mmu-gather-table-free",
+    title="munmap frees a page table through mmu_gather while GUP-fast and an RCU "
+          "pte_offset_map() walker run",
+    source="seed 000 (what MMU_GATHER_RCU_TABLE_FREE promises); seed 002 (PT_RECLAIM: "
+           "the IPI does not wait for rcu_read_lock() walkers); mm/mmu_gather.c",
     params=_WALKER_PARAMS,
     variants=(
         Variant("v6.18", "batch by call_rcu; fallback call_rcu on pt_rcu_head", OK),
         Variant("pt-reclaim-ipi-fallback", "v6.18 with the IPI-only single-table fallback",
                 "use-after-free"),
+        Variant("ipi", "v6.13: the fallback is tlb_remove_table_sync_one() then free",
+                "use-after-free"),
+        Variant("call_rcu", "v6.14+ with PT_RECLAIM: the fallback queues pt_rcu_head", OK),
+        Variant("synchronize_rcu", "2026 without PT_RECLAIM: the fallback waits for a "
+                "grace period", OK),
         Variant("v6.13-native", "no RCU table free: tlb_remove_page() after the flush IPI",
                 "use-after-free"),
+        Variant("x86-native", "the same, as the issue names it", "use-after-free"),
+        Variant("x86-native-gup-only", "no RCU table free, GUP-fast only: the flush IPI "
+                "waits for IRQ-off walkers", OK, params=(("rcu_walkers", 0),)),
+        Variant("x86-paravirt", "v6.13 PARAVIRT: hypercall flush, RCU table free, IPI "
+                "fallback; GUP-fast only", OK, params=(("rcu_walkers", 0),)),
+        Variant("x86-hypercall-no-rcu-free", "a hypercall flush sends no IPI: without RCU "
+                "table free nothing holds back GUP-fast", "use-after-free",
+                params=(("rcu_walkers", 0),)),
     ),
     make=_maker(MunmapWalkers, _configured),
+)
+
+KHUGEPAGED_GUP_FAST = Scenario(
+    name="khugepaged-gup-fast",
+    title="khugepaged retracts a PTE table while GUP-fast walks it (IRQs off)",
+    source="Jann Horn 2022 (v6.1), \"mm/khugepaged: fix GUP-fast interaction by sending "
+           "IPI\": tlb_remove_table_sync_one() after pmdp_collapse_flush()",
+    params=(Param("rcu_walkers", 0, "CPUs walking with pte_offset_map() under RCU", 0, 2),
+            Param("gup_walkers", 1, "CPUs walking with GUP-fast, IRQs off", 0, 2)),
+    variants=(
+        Variant("no-ipi", "before v6.1: pmdp_collapse_flush() then pte_free(); the TLB "
+                "flush sends no IPI (PARAVIRT hypercall, arm64 TLBI)", "use-after-free"),
+        Variant("sync-one", "v6.1-v6.5: tlb_remove_table_sync_one() before pte_free()", OK),
+        Variant("pte-free-defer", "v6.6+: pte_free_defer() after a grace period", OK),
+    ),
+    make=_maker(RetractWalkers, _configured),
 )
