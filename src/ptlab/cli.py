@@ -20,6 +20,7 @@ from .check import (
     write_atomic,
 )
 from .engine import ModelError, ModelViolation, context_switches, encode
+from .html import render_html
 from .report import render_steps_long, render_table, render_trace
 from .scenarios import SCENARIOS
 from .simulate import SimResult, WorkloadError, parse_workload, simulate
@@ -100,6 +101,21 @@ def _print_outcome(out: CheckOutcome, long: bool) -> None:
     print(v.report)
 
 
+def _html(out: CheckOutcome) -> str:
+    params = " ".join(f"{k}={v}" for k, v in out.params.items())
+    title = f"{out.spec.scenario} / {out.spec.variant} ({params})"
+    summary = [f"strategy: {out.spec.strategy}; covered: {_coverage(out)}"]
+    v = out.violation
+    if v is None:
+        summary.append(f"verdict: ok, no violation; expected: {out.expected}")
+        return render_html(title, summary, [], None, "")
+    assert out.schedule is not None and out.trace is not None
+    summary.append(f"verdict: violation {v.kind}: {v.message}; expected: {out.expected}")
+    summary.append(f"schedule ({len(out.schedule)} steps, {context_switches(out.schedule)} "
+                   f"context switches): {encode(out.schedule)}")
+    return render_html(title, summary, out.trace, v.step, v.report)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     overrides = _parse_set(args.set or [])
     if args.all:
@@ -108,6 +124,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise InputError("name a scenario, or use --all (see 'ptlab list')")
     sc = scenario(args.scenario)
     variants = [args.variant] if args.variant else [v.name for v in sc.variants]
+    if args.html and len(variants) > 1:
+        raise InputError("--html draws one result: name a --variant")
     outs = []
     for var in variants:
         spec = CheckSpec(sc.name, var, overrides, args.strategy, args.executions, args.seed,
@@ -119,6 +137,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             raise InputError("--trace-out saves one trace: name a --variant")
         if bad:
             write_atomic(args.trace_out, trace_file(bad[0]))
+    if args.html:
+        write_atomic(args.html, _html(outs[0]))
     if args.json:
         docs = [o.to_json() for o in outs]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, sort_keys=True))
@@ -133,6 +153,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _check_all(args: argparse.Namespace, overrides: dict[str, int]) -> int:
     if args.scenario or args.variant:
         raise InputError("--all checks every scenario and variant; drop the names")
+    if args.html or args.trace_out:
+        raise InputError("--html and --trace-out draw one result: name a scenario and a "
+                         "--variant instead of --all")
     rows = []
     docs = []
     ok = True
@@ -243,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--long", action="store_true", help="also list every step with its call chain")
     c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")
+    c.add_argument("--html", metavar="FILE", help="write the result as one self-contained "
+                   "HTML page with an SVG sequence diagram of the counterexample")
     r = sub.add_parser("replay", help="re-run a saved trace")
     r.add_argument("file")
     m = sub.add_parser("simulate", help="run a workload sequentially and report the counters")
