@@ -24,3 +24,11 @@ def test_examples_run(page: Path) -> None:
     ns: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for code in blocks(page):
         exec(compile(code, str(page), "exec"), ns)
+
+
+def test_the_scenarios_page_is_generated_and_current() -> None:
+    """docs/scenarios.md is what `ptlab docs --out docs/scenarios.md` writes."""
+    from ptlab.docgen import render_scenarios_doc
+
+    assert (DOCS / "scenarios.md").read_text(encoding="utf-8") == render_scenarios_doc(), \
+        "docs/scenarios.md is stale: run `ptlab docs --out docs/scenarios.md`"

@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")
     c.add_argument("--html", metavar="FILE", help="write the result as one self-contained "
                    "HTML page with an SVG sequence diagram of the counterexample")
+    d = sub.add_parser("docs", help="generate docs/scenarios.md from the scenarios")
+    d.add_argument("--out", metavar="FILE", help="write it here (atomically) instead of "
+                   "standard output")
     r = sub.add_parser("replay", help="re-run a saved trace")
     r.add_argument("file")
     m = sub.add_parser("simulate", help="run a workload sequentially and report the counters")
@@ -295,6 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.cmd == "simulate":
             return _cmd_simulate(args)
+        if args.cmd == "docs":
+            from .docgen import render_scenarios_doc
+
+            text = render_scenarios_doc()
+            if args.out:
+                write_atomic(args.out, text)
+            else:
+                sys.stdout.write(text)
+            return 0
         return _cmd_replay(args)
     except InputError as e:
         sys.stderr.write(f"ptlab: error: {e}\n")

@@ -271,6 +271,11 @@ RETRACT_WALKERS = Scenario(
                 "wait for an rcu_read_lock() walker", "use-after-free"),
     ),
     make=_maker(RetractWalkers, _era),
+    notes=["""A shared file mapping of 2 MiB with one page mapped; khugepaged's
+`collapse_file()` -> `retract_page_tables()` (under `i_mmap_lock_read()` only, since
+v6.6) unmaps the page and unlinks the PTE table while an RCU `pte_offset_map()`
+walker and GUP-fast look at it.  v6.5 sent `tlb_remove_table_sync_one()` and freed
+at once: the IPI waits for the IRQ-off walker, not for the RCU one."""],
 )
 
 MREMAP_WALKERS = Scenario(
@@ -288,6 +293,9 @@ MREMAP_WALKERS = Scenario(
                 "tlb_remove_page() after the flush IPI", "use-after-free"),
     ),
     make=_maker(MremapWalkers, _configured),
+    notes=["""mremap moves a PMD-aligned 2 MiB mapping 512 GiB up: `move_normal_pmd()`
+moves the PTE table itself, and the old range's upper tables are freed by the
+unmap that ends `move_vma()`, while walkers look at the old address."""],
 )
 
 FAULT_RACE = Scenario(
@@ -299,6 +307,10 @@ FAULT_RACE = Scenario(
         Variant("v6.18", "x86-64, the kernel on this machine: the loser frees its table", OK),
     ),
     make=_maker(FaultRace, _era),
+    notes=["""Two page faults in one VMA populate the same empty PMD entry.  Both allocate
+a PTE table; `pmd_install()` publishes one under the PMD lock and the loser frees
+its unpublished table at once.  Nothing may leak, both pages must end up mapped,
+every counter must balance."""],
 )
 
 MMU_GATHER_TABLE_FREE = Scenario(
@@ -329,6 +341,14 @@ MMU_GATHER_TABLE_FREE = Scenario(
                 params=(("rcu_walkers", 0),)),
     ),
     make=_maker(MunmapWalkers, _configured),
+    notes=["""munmap of a populated VMA (a neighbour keeps the PMD table, so one PTE table
+is freed) races a GUP-fast walker (IRQs off) and a lockless `pte_offset_map()`
+walker (`rcu_read_lock()` only).  The batch page of `tlb_remove_table()` may fail to
+allocate (explored), so each era's single-table fallback is exercised: the IPI of
+`tlb_remove_table_sync_one()` waits for IRQ-off walkers only; `call_rcu` and
+`synchronize_rcu` wait for both.  Without RCU table free x86 frees tables like
+pages after the TLB flush, which is an IPI on bare metal and a hypercall (no IPI at
+all) under a hypervisor."""],
 )
 
 KHUGEPAGED_GUP_FAST = Scenario(
@@ -345,4 +365,7 @@ KHUGEPAGED_GUP_FAST = Scenario(
         Variant("pte-free-defer", "v6.6+: pte_free_defer() after a grace period", OK),
     ),
     make=_maker(RetractWalkers, _configured),
+    notes=["""The same retraction as `retract-walkers`, against GUP-fast alone, on a TLB
+flush that sends no IPI (x86 PARAVIRT's hypercall, arm64's broadcast TLBI): without
+`tlb_remove_table_sync_one()` nothing holds the table for an IRQ-off walker."""],
 )

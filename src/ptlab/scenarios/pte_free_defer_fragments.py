@@ -228,4 +228,22 @@ SCENARIO = Scenario(
                 OK, _doc(pte_free_defer)),
     ),
     make=_make,
+    notes=[
+        """On powerpc up to 16 PTE tables (fragments) share one 64K page and its single
+`rcu_head`.  khugepaged detaches tables one at a time and frees each with
+`pte_free_defer()`; walkers may still be reading them under `rcu_read_lock()`
+(`pte_offset_map()`) or with interrupts off (GUP-fast).""",
+        """`pending-mask` is worth a look: fixing the sketch's inverted condition is not
+enough.  A fragment freed while the head is queued sets its pending bit, and the
+callback's `atomic_xchg()` collects that bit too — but the grace period it waited
+for may have begun before that fragment was unlinked, so a walker that found the
+fragment afterwards is still reading it when the page is freed.""",
+        """```python
+from ptlab.check import CheckSpec, run_check
+
+out = run_check(CheckSpec("pte-free-defer-fragments", "pending-mask"))
+print(out.found, "found by", out.violation.thread)
+assert out.found == "use-after-free"
+```""",
+    ],
 )
