@@ -77,6 +77,10 @@ class KernelConfig:
     #: ``defer`` = ``pte_free_defer()`` after a grace period (v6.6, Hugh Dickins,
     #: "mm/khugepaged: retract_page_tables() without mmap or vma lock").
     retract_free: RetractFree = "defer"
+    #: retract_page_tables() re-checks the PMD under its lock before looking up the
+    #: PTE lock (v6.14, ``check_pmd_state()``: PT_RECLAIM may have freed the table
+    #: meanwhile); before, ``pte_lockptr()`` used the PMD read before the lock.
+    retract_check_pmd: bool = True
     #: PT_RECLAIM on every architecture with MMU_GATHER_RCU_TABLE_FREE (2026
     #: mm-unstable, Qi Zheng and David Hildenbrand: "PT_RECLAIM def_bool y depends
     #: on MMU_GATHER_RCU_TABLE_FREE", enabling it on more 64-bit archs);

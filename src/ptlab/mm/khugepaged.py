@@ -119,17 +119,23 @@ async def collapse_huge_page(mm: mm_struct, addr: int) -> bool:
     return True
 
 
-async def retract_pte_table(mm: mm_struct, pmd_table: PageTable, idx: int) -> bool:
+async def retract_pte_table(mm: mm_struct, pmd_table: PageTable, idx: int,
+                            seen: PageTable | None = None) -> bool:
     """The common end of retract_page_tables() and collapse_pte_mapped_thp(): under
     the PMD lock and the PTE lock (nested when split), re-check that the PMD still
     maps an empty table (``check_pmd_state()``; PT_RECLAIM may have replaced it),
     ``pmdp_collapse_flush()``; then ``mm_dec_nr_ptes()`` and ``pte_free_defer()``
     (v6.5: ``tlb_remove_table_sync_one()`` and ``pte_free()``,
     ``KernelConfig.retract_free``).
-    False if the PMD changed meanwhile."""
+    False if the PMD changed meanwhile.  Without ``retract_check_pmd`` (before
+    v6.14) the PTE lock is looked up from ``seen``, the table found before the PMD
+    lock was taken."""
     pml = pte_lockptr(mm, pmd_table)
     await spin_lock(pml)
-    table = await pmd_table.load(idx)
+    if seen is not None and not mm.config.retract_check_pmd:
+        table: object = seen
+    else:
+        table = await pmd_table.load(idx)              # check_pmd_state()
     if not isinstance(table, PageTable):
         await spin_unlock(pml)
         return False
@@ -200,8 +206,11 @@ async def retract_page_tables(mapping: address_space, pgoff: int) -> int:
             await vma_start_write(mm, vma)
         found = await find_pmd_or_thp_or_none(mm, addr)
         if found is not None:
-            await try_to_unmap_range(mm, *found)
-            done += await retract_pte_table(mm, *found)
+            pmd_table, idx = found
+            seen = await pmd_table.load(idx)         # what khugepaged saw
+            await try_to_unmap_range(mm, pmd_table, idx)
+            done += await retract_pte_table(mm, pmd_table, idx,
+                                            seen if isinstance(seen, PageTable) else None)
         if locked:
             await mmap_write_unlock(mm)
     await i_mmap_unlock_read(mapping)

@@ -357,7 +357,7 @@ async def _free_entries(mm: mm_struct, tlb: mmu_gather, table: PageTable, addr: 
         nxt = (addr + size) & ~(size - 1)
         nxt = end if nxt - 1 >= end - 1 else nxt           # pXd_addr_end()
         idx = geo.index(table.depth, addr)
-        if idx in table.entries:
+        if await table.load(idx) is not None:              # pXd_none_or_clear_bad()
             if table.depth == len(geo.levels) - 2:
                 await free_pte_range(mm, tlb, table, idx, addr)
             else:

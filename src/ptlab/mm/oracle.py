@@ -72,8 +72,23 @@ def linked_pages(mm: mm_struct) -> set[int]:
 
 
 def check_mm_counters(kernel: Kernel, mms: list[mm_struct], settled: bool) -> None:
-    """Raise ModelViolation("accounting") if a counter disagrees with the tables."""
+    """Raise ModelViolation("leak") for a table page nobody can reach (once
+    settled), else ("accounting") if a counter disagrees with the tables.  The leak
+    comes first: it is the cause, a counter off by the leaked table the symptom."""
+    a = kernel.alloc
     linked: set[int] = set()
+    for mm in mms:
+        linked |= linked_pages(mm)
+        linked.update(p.alive for p in pgtable_cache_pages(mm))
+    if settled:
+        stray = [p for p in a.pages if not p.freed and p.payload is not None
+                 and p.alive not in linked]
+        if stray:
+            raise ModelViolation("leak", f"{len(stray)} page-table page(s) neither linked "
+                                 "nor freed: " + ", ".join(f"pfn {p.pfn:#x}" for p in stray))
+        if a.pt_bytes_deferred:
+            raise ModelViolation("accounting", f"{a.pt_bytes_deferred} bytes of page tables "
+                                 "still wait to be freed after a grace period")
     for mm in mms:
         c = census(mm)
         if mm.pgtables_bytes.value != c.pgtables_bytes:
@@ -83,9 +98,6 @@ def check_mm_counters(kernel: Kernel, mms: list[mm_struct], settled: bool) -> No
         if mm.rss.value != c.leaves:
             raise ModelViolation("accounting", f"RSS is {mm.rss.value} but {c.leaves} PTEs "
                                  "are present")
-        linked |= linked_pages(mm)
-        linked.update(p.alive for p in pgtable_cache_pages(mm))
-    a = kernel.alloc
     live = [p for p in a.pages if not p.freed and p.flags.value & PG_table]
     nr_live = sum(1 << p.order for p in live)
     if a.nr_pagetable != nr_live:
@@ -96,12 +108,3 @@ def check_mm_counters(kernel: Kernel, mms: list[mm_struct], settled: bool) -> No
         raise ModelViolation("accounting", f"memcg pagetables is "
                              f"{sum(a.memcg_pagetables.values())} bytes but the live "
                              f"__GFP_ACCOUNT table pages make {charged}")
-    if settled:
-        if a.pt_bytes_deferred:
-            raise ModelViolation("accounting", f"{a.pt_bytes_deferred} bytes of page tables "
-                                 "still wait to be freed after a grace period")
-        stray = [p for p in a.pages if not p.freed and p.payload is not None
-                 and p.alive not in linked]
-        if stray:
-            raise ModelViolation("leak", f"{len(stray)} page-table page(s) neither linked "
-                                 "nor freed: " + ", ".join(f"pfn {p.pfn:#x}" for p in stray))

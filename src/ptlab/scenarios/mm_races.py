@@ -25,16 +25,18 @@ from typing import Any
 from ..arch.geometry import X86_64
 from ..config import ERAS, KernelConfig
 from ..engine import Execution, Model, ModelViolation, SetupCache
-from ..kernel import Kernel, rcu_barrier
+from ..kernel import Kernel, rcu_barrier, rcu_read_lock, rcu_read_unlock
 from ..mm.fault import do_user_addr_fault
 from ..mm.gup import gup_fast
 from ..mm.khugepaged import retract_page_tables
+from ..mm.memory import handle_mm_fault
+from ..mm.mmap_lock import find_vma
 from ..mm.mremap import mremap
 from ..mm.oracle import census, check_mm_counters
 from ..mm.pgalloc import mm_alloc_pgd
 from ..mm.pgtable_generic import pte_offset_map_walk
 from ..mm.types import VM_READ, VM_SHARED, VM_WRITE, Leaf, mm_struct
-from ..mm.vma import do_mmap, munmap
+from ..mm.vma import do_mmap, madvise_dontneed, munmap
 from .base import OK, Param, Scenario, Variant
 
 BASE = 16 << 40          # 16 TiB: nothing else shares the upper tables
@@ -57,6 +59,9 @@ class _MmModel:
         self.params = params
         self.cache = cache
 
+    #: Explore GFP_NOWAIT allocations failing (the mmu_gather batch page).
+    fail_nowait = True
+
     def ncpus(self) -> int:
         raise NotImplementedError
 
@@ -69,7 +74,7 @@ class _MmModel:
     def _setup(self, ex: Execution) -> World:
         """Boot (GFP_NOWAIT allocations may fail: explored), an mm with its PGD,
         then the scenario's own set-up."""
-        k = Kernel(None, self.ncpus(), fail_nowait=True, ipis=True)
+        k = Kernel(None, self.ncpus(), fail_nowait=self.fail_nowait, ipis=True)
         w = World(k, mm_struct(X86_64, self.config))
         ex.run_sync(mm_alloc_pgd(w.mm), k.cpus[0])
         self.prepare(ex, w)
@@ -89,6 +94,17 @@ class _MmModel:
 
     def final_checks(self, ex: Execution, w: World) -> None:
         pass
+
+
+def map_and_touch(ex: Execution, w: World, length: int, file: str | None = None) -> None:
+    """Set-up: map ``length`` bytes at BASE (anonymous private, or the shared file
+    ``file``) and fault in its first page."""
+    flags = VM_READ | VM_WRITE | (VM_SHARED if file is not None else 0)
+
+    async def setup() -> None:
+        await do_mmap(w.mm, BASE, length, flags, anon=file is None, file=file)
+        await do_user_addr_fault(w.mm, BASE)
+    ex.run_sync(setup(), w.kernel.cpus[0])
 
 
 class FaultRace(_MmModel):
@@ -164,11 +180,7 @@ class RetractWalkers(_WalkersModel):
     retract_page_tables()) while lockless walkers look at it."""
 
     def prepare(self, ex: Execution, w: World) -> None:
-        async def setup() -> None:
-            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE | VM_SHARED, anon=False,
-                          file="f")
-            await do_user_addr_fault(w.mm, BASE)
-        ex.run_sync(setup(), w.kernel.cpus[0])
+        map_and_touch(ex, w, PMD_SIZE, file="f")
 
     def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
         return "khugepaged", retract_page_tables(w.mm.mapping("f"), 0)
@@ -180,10 +192,7 @@ class MremapWalkers(_WalkersModel):
     the old range's upper tables are then freed like munmap's."""
 
     def prepare(self, ex: Execution, w: World) -> None:
-        async def setup() -> None:
-            await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE)
-            await do_user_addr_fault(w.mm, BASE)
-        ex.run_sync(setup(), w.kernel.cpus[0])
+        map_and_touch(ex, w, PMD_SIZE)
 
     def main(self, w: World) -> tuple[str, Coroutine[Any, Any, Any]]:
         return "mremap", mremap(w.mm, BASE, PMD_SIZE, BASE + (1 << 39))
@@ -193,6 +202,54 @@ class MremapWalkers(_WalkersModel):
         if c.leaves != 1 or c.tables[-1] != 1:
             raise ModelViolation("lost-page", f"{c.leaves} PTEs in {c.tables[-1]} tables "
                                  "after mremap (want the one page, in its moved table)")
+
+
+async def speculative_fault(mm: mm_struct, addr: int) -> bool:
+    """Seed 004's first idea: a fault that looks the VMA up and allocates the
+    missing tables under ``rcu_read_lock()`` alone (no VMA lock, no mmap_lock)."""
+    await rcu_read_lock()
+    vma = await find_vma(mm, addr)
+    ok = vma is not None and await handle_mm_fault(mm, vma, addr)
+    await rcu_read_unlock()
+    return ok
+
+
+class SpeculativeFault(_MmModel):
+    """munmap of a 4 MiB VMA (its PUD, PMD and PTE tables go) against a fault in its
+    second 2 MiB, which needs a new PTE table."""
+
+    fail_nowait = False          # the batch page is beside the point here
+
+    def ncpus(self) -> int:
+        return 2
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        map_and_touch(ex, w, 2 * PMD_SIZE)
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        k = w.kernel
+        k.run_on(0, "munmap", munmap(w.mm, BASE, 2 * PMD_SIZE))
+        fault = speculative_fault if self.params["rcu_only"] else do_user_addr_fault
+        k.run_on(1, "fault", fault(w.mm, BASE + PMD_SIZE))
+
+
+class ReclaimVsRetract(_MmModel):
+    """MADV_DONTNEED with PT_RECLAIM empties and frees the PTE table of a shared
+    file range while khugepaged retracts the same table (and, optionally, a fault
+    refills it)."""
+
+    def ncpus(self) -> int:
+        return 2 + self.params["faults"]
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        map_and_touch(ex, w, PMD_SIZE, file="f")
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        k = w.kernel
+        k.run_on(0, "madvise", madvise_dontneed(w.mm, BASE, PMD_SIZE))
+        k.run_on(1, "khugepaged", retract_page_tables(w.mm.mapping("f"), 0))
+        if self.params["faults"]:
+            k.run_on(2, "fault", do_user_addr_fault(w.mm, BASE + 4096))
 
 
 def _v618_ipi() -> KernelConfig:
@@ -231,6 +288,14 @@ _CONFIGS: dict[str, Callable[[], KernelConfig]] = {
     "sync-one": lambda: ERAS["v6.5"].replace(name="v6.5-hypercall", tlb_flush="hypercall"),
     "pte-free-defer": lambda: ERAS["v6.18"].replace(name="v6.18-hypercall",
                                                     tlb_flush="hypercall"),
+    # speculative-fault: the fault path is the scenario's own parameter
+    "rcu-only": lambda: ERAS["v6.18"],
+    "vma-lock": lambda: ERAS["v6.18"],
+    "mmap-lock": lambda: ERAS["v6.18"].replace(name="v6.18-no-per-vma-lock",
+                                               per_vma_lock=False),
+    # pt-reclaim
+    "no-pmd-recheck": lambda: ERAS["v6.18"].replace(name="v6.18-no-check_pmd_state",
+                                                    retract_check_pmd=False),
 }
 
 
@@ -296,6 +361,53 @@ MREMAP_WALKERS = Scenario(
     notes=["""mremap moves a PMD-aligned 2 MiB mapping 512 GiB up: `move_normal_pmd()`
 moves the PTE table itself, and the old range's upper tables are freed by the
 unmap that ends `move_vma()`, while walkers look at the old address."""],
+)
+
+SPECULATIVE_FAULT = Scenario(
+    name="speculative-fault",
+    title="a page fault allocating page tables races munmap freeing them",
+    source="seed 004 (linux-mm, May 2022: speculative page faults; Michel Lespinasse, "
+           "Matthew Wilcox)",
+    params=(Param("rcu_only", 0, "1: the fault holds only rcu_read_lock()", 0, 1),),
+    variants=(
+        Variant("rcu-only", "VMA lookup and table allocation under rcu_read_lock() alone",
+                "leak", params=(("rcu_only", 1),)),
+        Variant("vma-lock", "the agreed design: VMA found under RCU, vma_start_read(), "
+                "fallback to mmap_lock; munmap write-locks the VMA first", OK),
+        Variant("mmap-lock", "no per-VMA locks: the fault holds mmap_lock for read", OK),
+    ),
+    make=_maker(SpeculativeFault, _configured),
+    notes=["""CPU 0 looks the VMA up and allocates PUD/PMD/PTE tables under
+`rcu_read_lock()`; CPU 1 munmaps the VMA, freeing its tables after a grace period.
+"...and now CPU 0 has stored a newly allocated PMD into a PUD that will be freed by
+RCU" (Matthew Wilcox): the new table is left in a tree no VMA covers, never freed.
+With the per-VMA lock the teardown waits for the fault (`vma_start_write()`), and
+a fault that loses the race finds no VMA."""],
+)
+
+PT_RECLAIM = Scenario(
+    name="pt-reclaim",
+    title="MADV_DONTNEED frees an emptied PTE table (PT_RECLAIM) while khugepaged "
+          "retracts it",
+    source="seed 002 (PT_RECLAIM, Qi Zheng, Oct 2024); v6.14 check_pmd_state() in "
+           "retract_page_tables()",
+    # With the fault, the exhaustive search outgrows the default budget (200,000
+    # executions, about 4 minutes, no violation): a bounded check.
+    params=(Param("faults", 0, "CPUs faulting the range back in meanwhile (bounded "
+                  "search)", 0, 1),),
+    variants=(
+        Variant("v6.18", "retract re-checks the PMD under its lock (check_pmd_state())", OK),
+        Variant("no-pmd-recheck", "retract takes the PTE lock of the table it saw before "
+                "the PMD lock: PT_RECLAIM has freed it", "use-after-free"),
+    ),
+    make=_maker(ReclaimVsRetract, _configured),
+    notes=["""A shared file range of one PTE table.  MADV_DONTNEED (per-VMA read lock)
+zaps it and, with PT_RECLAIM, frees the empty table (fast path: PMD trylock under
+the PTE lock; slow path: rescan under both); khugepaged's `retract_page_tables()`
+(no mmap or VMA lock) retracts the same table.  v6.14 added `check_pmd_state()`
+under the PMD lock before `pte_lockptr()`; without it the PTE lock is taken in a
+table that reclaim has freed.  (The February 2025 mid-scan break fix is not
+modelled yet: `zap_pte_range()` never drops its lock mid-scan here.)"""],
 )
 
 FAULT_RACE = Scenario(
