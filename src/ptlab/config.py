@@ -77,6 +77,10 @@ class KernelConfig:
     #: ``defer`` = ``pte_free_defer()`` after a grace period (v6.6, Hugh Dickins,
     #: "mm/khugepaged: retract_page_tables() without mmap or vma lock").
     retract_free: RetractFree = "defer"
+    #: The architecture's own ``pte_free_defer()`` where tables share a page (v6.6:
+    #: powerpc, s390); False = the generic one, ``call_rcu()`` on the page's one
+    #: ``pt_rcu_head``, as if the arch had not provided its own.
+    arch_pte_free_defer: bool = True
     #: retract_page_tables() re-checks the PMD under its lock before looking up the
     #: PTE lock (v6.14, ``check_pmd_state()``: PT_RECLAIM may have freed the table
     #: meanwhile); before, ``pte_lockptr()`` used the PMD read before the lock.

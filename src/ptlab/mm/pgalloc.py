@@ -180,7 +180,7 @@ async def pte_free_defer(mm: mm_struct, table: PageTable) -> None:
     ``call_rcu(&page->rcu_head, pte_free_now)``; powerpc
     (arch/powerpc/mm/pgtable-frag.c) and s390 v6.6 (arch/s390/mm/pgalloc.c) have
     their own, for tables that share a page and its one rcu_head."""
-    how = pgtable_allocator(mm, table.depth)
+    how = pgtable_allocator(mm, table.depth) if mm.config.arch_pte_free_defer else "page"
     if how == "powerpc-frag":
         await powerpc.pte_free_defer(mm, table)
     elif how == "s390-2k":

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ..arch.geometry import X86_64
+from ..arch.geometry import S390, S390_V66, X86_64, Geometry
 from ..config import ERAS, KernelConfig
 from ..engine import Execution, Model, ModelViolation, SetupCache
 from ..kernel import Kernel, rcu_barrier, rcu_read_lock, rcu_read_unlock
@@ -54,10 +54,11 @@ class _MmModel:
     ``rcu_barrier()``."""
 
     def __init__(self, config: KernelConfig, params: dict[str, int],
-                 cache: SetupCache[World] | None) -> None:
+                 cache: SetupCache[World] | None, geometry: Geometry = X86_64) -> None:
         self.config = config
         self.params = params
         self.cache = cache
+        self.geometry = geometry
 
     #: Explore GFP_NOWAIT allocations failing (the mmu_gather batch page).
     fail_nowait = True
@@ -75,7 +76,7 @@ class _MmModel:
         """Boot (GFP_NOWAIT allocations may fail: explored), an mm with its PGD,
         then the scenario's own set-up."""
         k = Kernel(None, self.ncpus(), fail_nowait=self.fail_nowait, ipis=True)
-        w = World(k, mm_struct(X86_64, self.config))
+        w = World(k, mm_struct(self.geometry, self.config))
         ex.run_sync(mm_alloc_pgd(w.mm), k.cpus[0])
         self.prepare(ex, w)
         return w
@@ -252,6 +253,38 @@ class ReclaimVsRetract(_MmModel):
             k.run_on(2, "fault", do_user_addr_fault(w.mm, BASE + 4096))
 
 
+S390_BASE = 1 << 36          # inside s390's 4 TiB user space
+S390_SEG = 1 << 20           # what one s390 PTE table maps
+
+
+class S390Halves(_MmModel):
+    """Two 2K PTE tables to a 4K page (s390 before v6.7): a shared file range holds
+    the first half, so the page sits on ``mm->context.pgtable_list`` with its other
+    half free.  khugepaged retracts the file's table (``pte_free_defer()``) while a
+    fault in an anonymous range allocates a table (taking a free half from the
+    list) and an RCU walker reads the retracted table."""
+
+    fail_nowait = False
+
+    def ncpus(self) -> int:
+        return 2 + self.params["rcu_walkers"]
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, S390_BASE, S390_SEG, VM_READ | VM_WRITE | VM_SHARED,
+                          anon=False, file="f")
+            await do_mmap(w.mm, S390_BASE + 2 * S390_SEG, S390_SEG, VM_READ | VM_WRITE)
+            await do_user_addr_fault(w.mm, S390_BASE)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        k = w.kernel
+        k.run_on(0, "khugepaged", retract_page_tables(w.mm.mapping("f"), 0))
+        k.run_on(1, "fault", do_user_addr_fault(w.mm, S390_BASE + 2 * S390_SEG))
+        for i in range(self.params["rcu_walkers"]):
+            k.run_on(2 + i, f"walker/{i}", pte_offset_map_walk(w.mm, S390_BASE))
+
+
 def _v618_ipi() -> KernelConfig:
     return ERAS["v6.18"].replace(name="v6.18+ipi-fallback", table_free_one="ipi")
 
@@ -293,20 +326,26 @@ _CONFIGS: dict[str, Callable[[], KernelConfig]] = {
     "vma-lock": lambda: ERAS["v6.18"],
     "mmap-lock": lambda: ERAS["v6.18"].replace(name="v6.18-no-per-vma-lock",
                                                per_vma_lock=False),
+    # s390-fragment-halves
+    "naive-call-rcu": lambda: ERAS["v6.6"].replace(name="v6.6-generic-pte_free_defer",
+                                                   arch_pte_free_defer=False),
+    "v6.6-page-active": lambda: ERAS["v6.6"],
+    "v6.7-one-table-per-page": lambda: ERAS["v6.6"].replace(name="v6.7"),
     # pt-reclaim
     "no-pmd-recheck": lambda: ERAS["v6.18"].replace(name="v6.18-no-check_pmd_state",
                                                     retract_check_pmd=False),
 }
 
 
-def _maker(model: type[_MmModel],
-           configs: Callable[[str], KernelConfig]) -> Callable[[str, dict[str, int]],
-                                                             Callable[[], Model]]:
+def _maker(model: type[_MmModel], configs: Callable[[str], KernelConfig],
+           geometries: Callable[[str], Geometry] = lambda _: X86_64,
+           ) -> Callable[[str, dict[str, int]], Callable[[], Model]]:
     """A scenario's ``make``: one set-up cache per (variant, parameters)."""
     def make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
         cfg = configs(variant)
+        geo = geometries(variant)
         cache: SetupCache[World] = SetupCache()
-        return lambda: model(cfg, params, cache)
+        return lambda: model(cfg, params, cache, geo)
     return make
 
 
@@ -408,6 +447,32 @@ the PTE lock; slow path: rescan under both); khugepaged's `retract_page_tables()
 under the PMD lock before `pte_lockptr()`; without it the PTE lock is taken in a
 table that reclaim has freed.  (The February 2025 mid-scan break fix is not
 modelled yet: `zap_pte_range()` never drops its lock mid-scan here.)"""],
+)
+
+S390_FRAGMENT_HALVES = Scenario(
+    name="s390-fragment-halves",
+    title="s390 2K page tables, two to a 4K page: pte_free_defer() while the other "
+          "half is on the mm's pgtable_list",
+    source="seeds 000 and 003; 8211dad62798 \"s390: add pte_free_defer() for pgtables "
+           "sharing page\" (v6.6); d08d4e7cd6bf \"s390/mm: use full 4KB page for 2KB PTE\" "
+           "(v6.7)",
+    params=(Param("rcu_walkers", 1, "CPUs walking the retracted table under RCU", 0, 1),),
+    variants=(
+        Variant("naive-call-rcu", "the generic pte_free_defer(): call_rcu() on the page's "
+                "pt_rcu_head, which shares storage with pt_list, while the other half keeps "
+                "the page on pgtable_list", "rcu-head-clobbered"),
+        Variant("v6.6-page-active", "merged in v6.6: PageActive keeps the page off the "
+                "list; the page goes by call_rcu() once both halves are free", OK),
+        Variant("v6.7-one-table-per-page", "v6.7: a 2K table in its own 4K page, nothing "
+                "shared", OK),
+    ),
+    make=_maker(S390Halves, _configured,
+                lambda v: S390 if v.startswith("v6.7") else S390_V66),
+    notes=["""`pt_rcu_head` overlays `pt_list` (and `pmd_huge_pte`) in `struct ptdesc`: a
+page may use its RCU head only once it is off every list.  On s390 before v6.7 a
+page with one free 2K half sits on `mm->context.pgtable_list` for the next
+allocation to take; queuing the page's head while it is listed corrupts the list
+the moment the allocator unlinks it."""],
 )
 
 FAULT_RACE = Scenario(
