@@ -1,0 +1,345 @@
+"""Scenario ``fragment-reuse-rcu`` (seed 003, June 2023): Jason Gunthorpe's design
+for reusing freed page-table fragments through RCU, so that powerpc need not leak
+fragments and s390 need not put a page on two lists at once.
+
+A page of fragments is in one of three states: all fragments free (back to the
+allocator), at least one free (on the mm's list), all used (on no list).  A freed
+fragment waits for a grace period before it counts as free; the page's one
+``rcu_head`` is always available, because the mm's list is linked through a
+fragment already freed by RCU, not through the page.  The struct page keeps:
+
+* ``rcu_todo``: the fragments the running RCU callback will free (non-zero means
+  a callback is queued);
+* ``next_todo``: fragments freed while it is queued, for the next grace period;
+* ``free``: the fragments free now (only the callback sets bits);
+* the mm, so the callback can put the page on the mm's list or take it off.
+
+Variants: every update under the mm's spinlock; the same with atomics only (the
+callback, without the lock, frees a page the allocator is taking a fragment from;
+the "RCU already triggered?" test also races the hand-over of ``next_todo``);
+and one that puts a freed fragment back on the list at once, without waiting for
+the grace period.  Fragments carry a generation: a walker holding a fragment that
+was freed and handed out again is caught as ``use-after-reuse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..engine import ADD, UPDATE, Call, Execution, Model, ModelViolation, Op
+from ..kernel import (
+    GFP_PGTABLE_USER,
+    Field,
+    Kernel,
+    KObject,
+    Page,
+    alloc_pages,
+    call_rcu,
+    rcu_barrier,
+    rcu_head,
+    rcu_read_lock,
+    rcu_read_unlock,
+    spin_lock,
+    spin_unlock,
+    spinlock_t,
+)
+from ..kernel import __free_page as free_page  # a method body would mangle __free_page
+from ..kernel.rcu import RcuCallback
+from .base import OK, Param, Scenario, Variant
+
+
+class Frag:
+    """A fragment handed out: the page, its index, and its generation."""
+
+    __slots__ = ("gen", "index", "page")
+
+    def __init__(self, page: Page, index: int, gen: int) -> None:
+        self.page = page
+        self.index = index
+        self.gen = gen
+
+    def __repr__(self) -> str:
+        return f"frag {self.index} (gen {self.gen}) of pfn {self.page.pfn:#x}"
+
+
+class FragPage:
+    """The struct page fields of the design."""
+
+    def __init__(self, page: Page, nfrags: int) -> None:
+        self.page = page
+        self.all = (1 << nfrags) - 1
+        self.rcu_todo = Field(page, "page->rcu_todo", 0)
+        self.next_todo = Field(page, "page->next_todo", 0)
+        self.free = Field(page, "page->free", 0)
+        self.used = 0                      # bits handed out (the model's bookkeeping)
+        self.gens = [0] * nfrags
+        self.rcu = page.pt_rcu_head
+
+
+class Mm:
+    def __init__(self) -> None:
+        self.obj = KObject("mm_struct", 1024)
+        self.lock = spinlock_t("mm->context.lock", self.obj)
+        self.list = Field(self.obj, "mm->context.frag_list", ())   # pages, some free
+
+
+def _fetch_or(f: Field, bits: int) -> int:
+    f.owner.check(f.name, "Write")
+    old: int = f.value
+    f.value = old | bits
+    return old
+
+
+def atomic_fetch_or(f: Field, bits: int) -> Op:
+    return Call(f.fp(UPDATE), "atomic_fetch_or(&{0.name}, {1:#x})", _fetch_or, f, bits)
+
+
+def _xchg(f: Field, value: int) -> int:
+    f.owner.check(f.name, "Write")
+    old: int = f.value
+    f.value = value
+    return old
+
+
+def atomic_xchg(f: Field, value: int) -> Op:
+    return Call(f.fp(UPDATE), "atomic_xchg(&{0.name}, {1:#x})", _xchg, f, value)
+
+
+def _or(f: Field, bits: int) -> None:
+    f.owner.check(f.name, "Write")
+    f.value |= bits
+
+
+def atomic_or(f: Field, bits: int) -> Op:
+    return Call(f.fp(ADD), "atomic_or(&{0.name}, {1:#x})", _or, f, bits)
+
+
+class Design:
+    def __init__(self, name: str, nfrags: int) -> None:
+        self.name = name
+        self.nfrags = nfrags
+        self.locked = name != "atomics-only"
+        self.pages: list[FragPage] = []
+        self.by_page: dict[int, FragPage] = {}
+
+    # -- the callback ------------------------------------------------------------
+
+    async def frag_rcu_cb(self, mm: Mm, fp: FragPage) -> None:
+        """The RCU callback: the fragments of this grace period become free; a batch
+        freed meanwhile is queued for the next; the page moves between states."""
+        if self.locked:
+            await spin_lock(mm.lock)
+        done = await atomic_xchg(fp.rcu_todo, 0)
+        await atomic_or(fp.free, done)
+        nxt = await atomic_xchg(fp.next_todo, 0)
+        if nxt:
+            await atomic_fetch_or(fp.rcu_todo, nxt)
+            await call_rcu(fp.rcu, self._cb(mm, fp))
+        await self._place(mm, fp, done)
+        if self.locked:
+            await spin_unlock(mm.lock)
+
+    def _cb(self, mm: Mm, fp: FragPage) -> RcuCallback:
+        async def cb(head: rcu_head) -> None:
+            await self.frag_rcu_cb(mm, fp)
+        return cb
+
+    async def _place(self, mm: Mm, fp: FragPage, freed: int) -> None:
+        """all used -> some free: onto the mm's list (the list link lives in a freed
+        fragment); some free -> all free, nothing pending: off the list, and the
+        page goes back to the allocator (its last fragments' grace period is
+        over: this runs in their callback)."""
+        if not freed:
+            return
+        pages = await mm.list.load()
+        free = await Call(fp.free.fp(UPDATE), "READ({0.name})", _read, fp.free)
+        pending = await Call(fp.rcu_todo.fp(UPDATE), "READ({0.name})", _read, fp.rcu_todo)
+        if free == fp.all and not pending and not fp.used:
+            await mm.list.store(tuple(p for p in pages if p is not fp))
+            fp.page.payload = [None] * self.nfrags
+            await free_page(fp.page)
+        elif fp not in pages:
+            await mm.list.store((*pages, fp))
+
+    # -- freeing ---------------------------------------------------------------
+
+    async def pte_free_defer(self, mm: Mm, frag: Frag) -> None:
+        fp = self.by_page[frag.page.alive]
+        bit = 1 << frag.index
+        fp.used &= ~bit
+        if self.name == "no-grace-period":
+            # Back on the list at once: the next allocation may hand it out while
+            # a walker that found it before the unlink still reads it.
+            await spin_lock(mm.lock)
+            await atomic_or(fp.free, bit)
+            pages = await mm.list.load()
+            if fp not in pages:
+                await mm.list.store((*pages, fp))
+            await spin_unlock(mm.lock)
+            return
+        if self.locked:
+            await spin_lock(mm.lock)
+        # "if non-zero then a RCU is already triggered": accumulate for the next.
+        if await Call(fp.rcu_todo.fp(UPDATE), "READ({0.name})", _read, fp.rcu_todo):
+            await atomic_or(fp.next_todo, bit)
+        else:
+            await atomic_fetch_or(fp.rcu_todo, bit)
+            await call_rcu(fp.rcu, self._cb(mm, fp))
+        if self.locked:
+            await spin_unlock(mm.lock)
+
+    # -- allocation ------------------------------------------------------------
+
+    async def alloc(self, mm: Mm) -> Frag:
+        """Take a free fragment from a page on the mm's list, else a new page."""
+        await spin_lock(mm.lock)
+        pages = await mm.list.load()
+        frag: Frag | None = None
+        if pages:
+            fp = pages[0]
+            free = await atomic_xchg(fp.free, 0)
+            low = free & -free
+            idx = low.bit_length() - 1
+            if free & ~low:
+                await atomic_or(fp.free, free & ~low)
+            else:
+                await mm.list.store(pages[1:])            # all used: off the list
+            fp.used |= low
+            fp.gens[idx] += 1
+            frag = Frag(fp.page, idx, fp.gens[idx])
+            await _publish(fp, frag)
+        await spin_unlock(mm.lock)
+        if frag is None:
+            frag = await self.new_page(mm, 0)
+        return frag
+
+    async def new_page(self, mm: Mm, index: int) -> Frag:
+        page = await alloc_pages(GFP_PGTABLE_USER)
+        assert page is not None
+        fp = FragPage(page, self.nfrags)
+        self.pages.append(fp)
+        self.by_page[page.alive] = fp
+        page.payload = [None] * self.nfrags
+        fp.used = fp.all                       # the scenario hands all of them out
+        frags = [Frag(page, i, 0) for i in range(self.nfrags)]
+        for f in frags:
+            page.payload[f.index] = f
+        return frags[index]
+
+
+def _read(f: Field) -> int:
+    f.owner.check(f.name)
+    v: int = f.value
+    return v
+
+
+def _set_slot(fp: FragPage, frag: Frag) -> None:
+    fp.page.check("fragment", "Write")
+    fp.page.payload[frag.index] = frag
+
+
+def _publish(fp: FragPage, frag: Frag) -> Op:
+    """The reused fragment is initialised: whoever holds the old one now reads the
+    new table's memory."""
+    return Call(((fp.page.alive, UPDATE),), "init {1!r}", _set_slot, fp, frag)
+
+
+def _check_frag(frag: Frag) -> None:
+    slots = frag.page.payload
+    frag.page.check("fragment")
+    if slots[frag.index] is not frag:
+        raise ModelViolation("use-after-reuse", f"{frag!r} was freed and handed out again "
+                             f"as {slots[frag.index]!r} while a walker still read it")
+
+
+class FragmentReuse:
+    def __init__(self, design: str, params: dict[str, int]) -> None:
+        self.d = Design(design, params["fragments"])
+
+    def build(self, ex: Execution) -> None:
+        k = self.kernel = Kernel(ex, 3)
+        mm = self.mm = Mm()
+        # Two PMD entries map fragments 0 and 1 of one page.
+        self.pmd = [Field(mm.obj, f"pmd[{i}]", None) for i in range(2)]
+
+        async def setup() -> None:
+            f0 = await self.d.new_page(mm, 0)
+            self.pmd[0].value = f0
+            self.pmd[1].value = f0.page.payload[1]
+        ex.run_sync(setup(), k.cpus[0])
+        k.run_on(0, "khugepaged", self.retract())
+        k.run_on(1, "fault", self.fault())
+        k.run_on(2, "walker", self.walker())
+
+    async def retract(self) -> None:
+        """Unlink and pte_free_defer() both fragments, one after the other."""
+        for i in range(2):
+            frag = await _xchg_op(self.pmd[i])
+            assert isinstance(frag, Frag)
+            await self.d.pte_free_defer(self.mm, frag)
+
+    async def fault(self) -> None:
+        frag = await self.d.alloc(self.mm)
+        self.new = frag
+
+    async def walker(self) -> None:
+        """pte_offset_map() of pmd[0] under RCU, then a read of the table."""
+        await rcu_read_lock()
+        frag = await self.pmd[0].load()
+        if isinstance(frag, Frag):
+            await Call(((frag.page.alive, UPDATE),), "READ({0!r})", _check_frag, frag)
+        await rcu_read_unlock()
+
+    def finish(self, ex: Execution) -> None:
+        ex.run_sync(rcu_barrier(), self.kernel.cpus[0])
+        ex.run_sync(rcu_barrier(), self.kernel.cpus[0])   # a re-queued batch
+        for fp in self.d.pages:
+            if fp.page.freed:
+                continue
+            if fp.rcu_todo.value or fp.next_todo.value:
+                raise ModelViolation("leak", f"pfn {fp.page.pfn:#x}: fragments "
+                                     f"{fp.rcu_todo.value | fp.next_todo.value:#x} still "
+                                     "wait for a callback that will never come")
+            lost = fp.all & ~(fp.free.value | fp.used)
+            if lost:
+                raise ModelViolation("leak", f"pfn {fp.page.pfn:#x}: fragments {lost:#x} "
+                                     "are neither free nor in use")
+
+
+def _xchg_field(f: Field) -> object:
+    f.owner.check(f.name, "Write")
+    old = f.value
+    f.value = None
+    return old
+
+
+def _xchg_op(f: Field) -> Op:
+    return Call(f.fp(UPDATE), "pmdp_collapse_flush({0.name})", _xchg_field, f)
+
+
+def _make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
+    return lambda: FragmentReuse(variant, params)
+
+
+SCENARIO = Scenario(
+    name="fragment-reuse-rcu",
+    title="reusing freed page-table fragments through RCU (three page states, two "
+          "bitmasks, the list link inside a freed fragment)",
+    source="seed 003 (linux-mm, June 2023: Jason Gunthorpe, answering Hugh Dickins)",
+    params=(Param("fragments", 2, "fragments per page", 2, 4),),
+    variants=(
+        Variant("spinlock", "every mask and list update under mm->context.lock", OK),
+        Variant("atomics-only", "masks by atomics, the callback without the mm's lock: "
+                "it frees the all-free page while an allocation takes a fragment from it "
+                "(a free that sees a callback queued can also strand its bit in next_todo)",
+                "use-after-free"),
+        Variant("no-grace-period", "a freed fragment goes back on the list at once",
+                "use-after-reuse"),
+    ),
+    make=_make,
+    notes=["""khugepaged unlinks and frees two fragments of one page with
+`pte_free_defer()`; a fault allocates a fragment (reusing one from the mm's list
+when the design allows); a walker reads the first fragment under `rcu_read_lock()`.
+The checked design reuses a freed fragment one grace period after its free, where
+powerpc never reuses one (a page goes only when all its fragments are freed)."""],
+)
