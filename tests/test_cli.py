@@ -165,3 +165,15 @@ def test_simulate_bad_input(argv: list[str], message: str,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_deep_uses_the_heavier_bounds() -> None:
+    from ptlab.check import CheckSpec, resolve
+
+    _, params = resolve(CheckSpec("mremap-walkers", "v6.18", deep=True))
+    assert params["gup_walkers"] == 1
+    _, params = resolve(CheckSpec("mremap-walkers", "v6.18"))
+    assert params["gup_walkers"] == 0
+    # A variant's own values and the user's --set still win over --deep.
+    _, params = resolve(CheckSpec("mmu-gather-table-free", "x86-paravirt", deep=True))
+    assert params["rcu_walkers"] == 0

@@ -51,6 +51,7 @@ class CheckSpec:
     preemptions: int | None = None
     depth: int = 3
     max_steps: int | None = None   # per thread per execution; None: the scenario's
+    deep: bool = False             # the scenarios' deep bounds
 
 
 @dataclass
@@ -134,7 +135,7 @@ def resolve(spec: CheckSpec) -> tuple[Scenario, dict[str, int]]:
                          f"{', '.join(STRATEGIES)})")
     if spec.preemptions is not None and spec.strategy != "dpor":
         raise InputError("--preemptions applies to --strategy dpor only")
-    return sc, sc.resolve(spec.variant, spec.overrides)
+    return sc, sc.resolve(spec.variant, spec.overrides, spec.deep)
 
 
 def run_check(spec: CheckSpec, *, shrink_runs: int = 300) -> CheckOutcome:

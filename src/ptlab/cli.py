@@ -53,7 +53,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  source: {sc.source}")
         print("  parameters (--set NAME=VALUE):")
         for p in sc.params:
-            print(f"    {p.name}={p.default}  [{p.minimum}..{p.maximum}]  {p.help}")
+            deep = f" (--deep: {p.deep})" if p.deep is not None else ""
+            print(f"    {p.name}={p.default}{deep}  [{p.minimum}..{p.maximum}]  {p.help}")
         print("  variants (expected verdict):")
         w = max(len(v.name) for v in sc.variants)
         for v in sc.variants:
@@ -129,7 +130,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     outs = []
     for var in variants:
         spec = CheckSpec(sc.name, var, overrides, args.strategy, args.executions, args.seed,
-                         args.preemptions, args.depth, args.max_steps)
+                         args.preemptions, args.depth, args.max_steps, args.deep)
         outs.append(run_check(spec))
     if args.trace_out:
         bad = [o for o in outs if o.violation is not None]
@@ -162,7 +163,7 @@ def _check_all(args: argparse.Namespace, overrides: dict[str, int]) -> int:
     for sc in SCENARIOS.values():
         for v in sc.variants:
             spec = CheckSpec(sc.name, v.name, {}, args.strategy, args.executions, args.seed,
-                             args.preemptions, args.depth, args.max_steps)
+                             args.preemptions, args.depth, args.max_steps, args.deep)
             out = run_check(spec)
             ok &= out.matches
             docs.append(out.to_json())
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--depth", type=int, default=3, help="PCT bug depth")
     c.add_argument("--max-steps", type=int, help="steps one thread may take in one "
                    "execution before it is reported as a livelock")
+    c.add_argument("--deep", action="store_true", help="the scenarios' heavier bounds "
+                   "(more walkers, fragments, faults): minutes, not seconds")
     c.add_argument("--json", action="store_true")
     c.add_argument("--long", action="store_true", help="also list every step with its call chain")
     c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")

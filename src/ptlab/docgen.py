@@ -31,7 +31,9 @@ def _section(sc: Scenario) -> list[str]:
         out += [note.strip(), ""]
     if sc.params:
         out.append("Parameters (`--set NAME=VALUE`): " + "; ".join(
-            f"`{p.name}` = {p.default} ({p.minimum}-{p.maximum}): {p.help}"
+            f"`{p.name}` = {p.default}"
+            + (f" (`--deep`: {p.deep})" if p.deep is not None else "")
+            + f" ({p.minimum}-{p.maximum}): {p.help}"
             for p in sc.params) + ".")
         out.append("")
     rows = []

@@ -18,6 +18,8 @@ class Param:
     help: str
     minimum: int = 1
     maximum: int = 16
+    #: The value ``--deep`` uses: a heavier bound, outside the CI budget.
+    deep: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,12 @@ class Scenario:
                 return v
         raise KeyError(name)
 
-    def resolve(self, variant: str, overrides: dict[str, int]) -> dict[str, int]:
-        """Defaults, then the variant's own, then the user's ``--set``."""
-        values = {p.name: p.default for p in self.params}
+    def resolve(self, variant: str, overrides: dict[str, int],
+                deep: bool = False) -> dict[str, int]:
+        """Defaults (``--deep``: the deep bounds), then the variant's own, then the
+        user's ``--set``."""
+        values = {p.name: p.deep if deep and p.deep is not None else p.default
+                  for p in self.params}
         values.update(dict(self.variant(variant).params))
         values.update(overrides)
         return values

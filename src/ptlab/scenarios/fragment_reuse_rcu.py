@@ -326,7 +326,7 @@ SCENARIO = Scenario(
     title="reusing freed page-table fragments through RCU (three page states, two "
           "bitmasks, the list link inside a freed fragment)",
     source="seed 003 (linux-mm, June 2023: Jason Gunthorpe, answering Hugh Dickins)",
-    params=(Param("fragments", 2, "fragments per page", 2, 4),),
+    params=(Param("fragments", 2, "fragments per page", 2, 4, deep=3),),
     variants=(
         Variant("spinlock", "every mask and list update under mm->context.lock", OK),
         Variant("atomics-only", "masks by atomics, the callback without the mm's lock: "

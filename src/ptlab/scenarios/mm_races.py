@@ -358,7 +358,7 @@ def _configured(variant: str) -> KernelConfig:
 
 
 _WALKER_PARAMS = (
-    Param("rcu_walkers", 1, "CPUs walking with pte_offset_map() under RCU", 0, 2),
+    Param("rcu_walkers", 1, "CPUs walking with pte_offset_map() under RCU", 0, 2, deep=2),
     Param("gup_walkers", 1, "CPUs walking with GUP-fast, IRQs off", 0, 2),
 )
 
@@ -389,7 +389,7 @@ MREMAP_WALKERS = Scenario(
     # A GUP-fast walker too takes the exhaustive search from ~6,000 to ~114,000
     # executions (about 100 s); --set gup_walkers=1 asks for it.
     params=(_WALKER_PARAMS[0],
-            Param("gup_walkers", 0, "CPUs walking with GUP-fast, IRQs off", 0, 2)),
+            Param("gup_walkers", 0, "CPUs walking with GUP-fast, IRQs off", 0, 2, deep=1)),
     variants=(
         Variant("v6.18", "the moved table is never freed; the old upper tables wait "
                 "for a grace period", OK),
@@ -433,7 +433,7 @@ PT_RECLAIM = Scenario(
     # With the fault, the exhaustive search outgrows the default budget (200,000
     # executions, about 4 minutes, no violation): a bounded check.
     params=(Param("faults", 0, "CPUs faulting the range back in meanwhile (bounded "
-                  "search)", 0, 1),),
+                  "search)", 0, 1, deep=1),),
     variants=(
         Variant("v6.18", "retract re-checks the PMD under its lock (check_pmd_state())", OK),
         Variant("no-pmd-recheck", "retract takes the PTE lock of the table it saw before "

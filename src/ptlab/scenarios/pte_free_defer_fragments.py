@@ -206,7 +206,8 @@ SCENARIO = Scenario(
     source="seed 001 (linux-mm, June 2023: [PATCH 05/12] powerpc: add pte_free_defer() "
            "for pgtables sharing page)",
     params=(
-        Param("fragments", 2, "PTE tables per page (PTE_FRAG_NR); one retractor each", 2, 4),
+        Param("fragments", 2, "PTE tables per page (PTE_FRAG_NR); one retractor each", 2, 4,
+              deep=3),
         Param("rcu_walkers", 1, "CPUs walking a table with pte_offset_map() under RCU", 0, 3),
         Param("gup_walkers", 1, "CPUs walking a table with GUP-fast, IRQs off", 0, 3),
     ),

@@ -193,7 +193,7 @@ SCENARIO = Scenario(
     title="an mm freed by RCU while fragment callbacks still reach back to it",
     source="seed 000 (linux-mm, June 2023: RCU callbacks are not ordered; per-CPU "
            "fragment pools and memcg accounting)",
-    params=(Param("allocs", 2, "fragments mm B allocates meanwhile", 1, 3),),
+    params=(Param("allocs", 2, "fragments mm B allocates meanwhile", 1, 3, deep=3),),
     variants=(
         Variant("call-rcu-mm", "per-mm pool; the mm freed with call_rcu(): callbacks "
                 "run in any order", "use-after-free"),
