@@ -24,7 +24,7 @@ KERNEL = {
     "atomic_add_return", "atomic_dec", "atomic_dec_and_test", "atomic_fetch_add",
     "atomic_fetch_or", "atomic_inc", "atomic_read", "atomic_set", "atomic_sub_and_test",
     "atomic_sub_return", "atomic_t", "atomic_xchg", "call_rcu", "current_kernel", "kfree",
-    "kmalloc", "local_irq_restore", "local_irq_save", "pgtable_pte_page_ctor",
+    "kmalloc", "need_resched", "local_irq_restore", "local_irq_save", "pgtable_pte_page_ctor",
     "pgtable_pte_page_dtor", "preempt_disable", "preempt_enable", "rcu_barrier", "rcu_head",
     "rcu_read_lock", "rcu_read_unlock", "smp_call_function", "spin_lock", "spin_trylock",
     "spin_unlock", "spinlock_t", "synchronize_rcu", "this_cpu",

@@ -81,6 +81,11 @@ class KernelConfig:
     #: powerpc, s390); False = the generic one, ``call_rcu()`` on the page's one
     #: ``pt_rcu_head``, as if the arch had not provided its own.
     arch_pte_free_defer: bool = True
+    #: zap_pte_range() gives up the PMD fast path once it dropped the PTE lock mid-scan
+    #: (need_resched() or a full batch): entries may have been refilled meanwhile
+    #: ("mm: pgtable: fix incorrect reclaim of non-empty PTE pages", Qi Zheng,
+    #: 6.14-rc, Fixes 6375e95f381e).
+    zap_break_fix: bool = True
     #: retract_page_tables() re-checks the PMD under its lock before looking up the
     #: PTE lock (v6.14, ``check_pmd_state()``: PT_RECLAIM may have freed the table
     #: meanwhile); before, ``pte_lockptr()`` used the PMD read before the lock.

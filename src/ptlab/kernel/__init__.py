@@ -29,7 +29,7 @@ from .cpu import (
     rcu_read_unlock,
     this_cpu,
 )
-from .kernel import Kernel, current_kernel
+from .kernel import Kernel, current_kernel, need_resched
 from .memory import Field, KObject
 from .page_alloc import (
     __GFP_ACCOUNT,
@@ -91,6 +91,7 @@ __all__ = [
     "kmalloc",
     "local_irq_restore",
     "local_irq_save",
+    "need_resched",
     "pgtable_pte_page_ctor",
     "pgtable_pte_page_dtor",
     "preempt_disable",

@@ -20,19 +20,32 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from ..engine import Execution
+from ..engine import Choose, Execution
 from .cpu import CPU, lockdep_assert_idle
 from .current import current_kernel, set_current_kernel
 from .page_alloc import Allocator
 from .rcu import RCU
 from .smp import SMP
 
-__all__ = ["Kernel", "current_kernel"]
+__all__ = ["Kernel", "current_kernel", "need_resched"]
+
+
+def _resched(k: int) -> bool:
+    return k == 1
+
+
+async def need_resched() -> bool:
+    """include/linux/sched.h: need_resched(): whether the scheduler wants this CPU
+    (a loop that holds a lock breaks out and drops it).  A choice the checker
+    explores when the kernel was booted with ``resched=True``; else no."""
+    if not current_kernel().resched:
+        return False
+    return bool(await Choose((), "need_resched()", lambda: 2, _resched))
 
 
 class Kernel:
     def __init__(self, ex: Execution | None, ncpus: int, *, fail_nowait: bool = False,
-                 ipis: bool = True, sequential: bool = False) -> None:
+                 ipis: bool = True, sequential: bool = False, resched: bool = False) -> None:
         set_current_kernel(self)
         # The last CPU runs RCU callbacks (softirq / rcuc); the others run tasks.
         self.cpus = [CPU(self, i) for i in range(ncpus + 1)]
@@ -42,6 +55,8 @@ class Kernel:
         self.alloc = Allocator(fail_nowait)
         self.ipis = ipis
         self.sequential = sequential
+        # need_resched() may say yes (a choice the checker explores).
+        self.resched = resched
         self._ex: Execution | None = None
         if ex is not None:
             self.boot(ex)

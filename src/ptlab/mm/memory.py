@@ -15,7 +15,14 @@
 from __future__ import annotations
 
 from ..engine import ModelViolation
-from ..kernel import rcu_read_lock, rcu_read_unlock, spin_lock, spin_trylock, spin_unlock
+from ..kernel import (
+    need_resched,
+    rcu_read_lock,
+    rcu_read_unlock,
+    spin_lock,
+    spin_trylock,
+    spin_unlock,
+)
 from .huge_memory import (
     __split_huge_pmd,
     do_huge_pmd_anonymous_page,
@@ -191,7 +198,12 @@ async def try_get_and_clear_pmd(mm: mm_struct, pmd_table: PageTable, idx: int) -
 
 
 async def free_pte(mm: mm_struct, tlb: mmu_gather, table: PageTable, addr: int) -> None:
-    """mm/pt_reclaim.c: free_pte(): ``pte_free_tlb(); mm_dec_nr_ptes()``."""
+    """mm/pt_reclaim.c: free_pte(): ``pte_free_tlb(); mm_dec_nr_ptes()``.  Like
+    CONFIG_PAGE_TABLE_CHECK, the model refuses to free a table that still maps a
+    page (its PMD is clear: nothing can add one now)."""
+    if table.entries:
+        raise ModelViolation("page-table-check", f"PT_RECLAIM frees {table!r}, which still "
+                             f"maps {len(table.entries)} page(s)")
     await pte_free_tlb(tlb, table, addr)
     await mm_pgtables_add(mm, table.depth, -1)
 
@@ -225,28 +237,39 @@ async def try_to_free_pte(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, 
 async def zap_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, idx: int,
                         start: int, end: int, reclaim_pt: bool) -> None:
     """mm/memory.c: zap_pte_range(): clear the PTEs of ``[start, end)`` in one table
-    under its lock; with ``reclaim_pt`` (PT_RECLAIM, the range covers the whole
-    table) free the table once it is empty."""
+    under its lock, dropping the lock and starting over from where it was when
+    ``need_resched()`` says so; with ``reclaim_pt`` (PT_RECLAIM, the range covers
+    the whole table) free the table once it is empty: the fast path clears the
+    PMD under a trylock while still holding the PTE lock (only if the lock was
+    never dropped mid-scan, since the February 2025 fix), else the slow path
+    rescans under both locks."""
     geo = mm.geometry
-    lv = geo.levels[-1]
+    size = geo.levels[-1].size
     can_reclaim_pt = reclaim_pt and end - start >= geo.levels[-2].size
-    pte = await pte_offset_map_lock(mm, pmd_table, idx)
-    if pte is None:
-        return
+    direct_reclaim = True
     addr = start
-    removed = 0
-    while addr < end:
-        i = geo.index(pte.depth, addr)
-        if i in pte.entries and await pte.get_and_clear(i) is not None:
-            removed += 1
-        addr += lv.size
-    if removed:
-        await mm_rss_add(mm, -removed)
-        tlb.need_flush = True
-    direct_reclaim = False
-    if can_reclaim_pt:
-        direct_reclaim = await try_get_and_clear_pmd(mm, pmd_table, idx)
-    await pte_unmap_unlock(mm, pte)
+    while True:                                                   # retry:
+        pte = await pte_offset_map_lock(mm, pmd_table, idx)
+        if pte is None:
+            return
+        removed = 0
+        while addr < end:
+            i = geo.index(pte.depth, addr)
+            if i in pte.entries and await pte.get_and_clear(i) is not None:
+                removed += 1
+            addr += size
+            if removed == 1 and addr < end and await need_resched():
+                if mm.config.zap_break_fix:
+                    direct_reclaim = False       # entries may be refilled meanwhile
+                break
+        if removed:
+            await mm_rss_add(mm, -removed)
+            tlb.need_flush = True
+        if can_reclaim_pt and direct_reclaim and addr == end:
+            direct_reclaim = await try_get_and_clear_pmd(mm, pmd_table, idx)
+        await pte_unmap_unlock(mm, pte)
+        if addr == end:
+            break
     if can_reclaim_pt:
         if direct_reclaim:
             await free_pte(mm, tlb, pte, start)
