@@ -77,6 +77,10 @@ class KernelConfig:
     #: ``defer`` = ``pte_free_defer()`` after a grace period (v6.6, Hugh Dickins,
     #: "mm/khugepaged: retract_page_tables() without mmap or vma lock").
     retract_free: RetractFree = "defer"
+    #: dup_mmap() write-locks each parent VMA before copying it (fb49c455323f "fork:
+    #: lock VMAs of the parent process when forking", 6.5-rc1 and 6.4.y): per-VMA
+    #: locked faults ran concurrently with fork in 6.4.0.
+    fork_locks_vmas: bool = True
     #: The architecture's own ``pte_free_defer()`` where tables share a page (v6.6:
     #: powerpc, s390); False = the generic one, ``call_rcu()`` on the page's one
     #: ``pt_rcu_head``, as if the arch had not provided its own.

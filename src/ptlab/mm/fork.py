@@ -10,7 +10,7 @@ write-protected in both (COW), and the parent's TLB is flushed.
 
 from __future__ import annotations
 
-from ..engine import WRITE, Call
+from ..engine import READ, WRITE, Call
 from ..kernel import rcu_read_unlock, spin_lock, spin_unlock
 from .huge_memory import hpage_pmd_nr, pgtable_trans_huge_deposit
 from .memory import __pte_offset_map, __pxd_alloc, pte_offset_map_lock, pte_unmap_unlock
@@ -30,11 +30,22 @@ from .types import (
 from .vma import _insert_op, exit_mmap, vma_dup
 
 
-def vma_needs_copy(vma: vm_area_struct) -> bool:
-    """mm/memory.c: vma_needs_copy(): a VMA with an ``anon_vma`` (it has had an
-    anonymous or COW page); other file pages are refaulted by the child.
-    (uffd-wp and VM_PFNMAP/VM_MIXEDMAP are not modelled.)"""
+def _anon_vma(vma: vm_area_struct) -> bool:
     return vma.anon_vma
+
+
+def anon_vma_fork(src_vma: vm_area_struct) -> Call:
+    """mm/rmap.c: anon_vma_fork(): the child's VMA gets an anon_vma if the parent's
+    has one now."""
+    return Call(((src_vma.lock_loc, READ),), "anon_vma_fork({0!r})", _anon_vma, src_vma)
+
+
+def vma_needs_copy(src_vma: vm_area_struct) -> Call:
+    """mm/memory.c: vma_needs_copy(): the parent's VMA has an ``anon_vma`` (it has
+    had an anonymous or COW page); other file pages are refaulted by the child.
+    (uffd-wp and VM_PFNMAP/VM_MIXEDMAP are not modelled.)  Read when the copy
+    starts: a fault that is not held off may set it after the VMA was duplicated."""
+    return Call(((src_vma.lock_loc, READ),), "vma_needs_copy({0!r})", _anon_vma, src_vma)
 
 
 def _wrprotect(table: PageTable, idx: int) -> Leaf:
@@ -145,8 +156,9 @@ async def _copy_level(dst_mm: mm_struct, src_mm: mm_struct, dst: PageTable, src:
 
 async def copy_page_range(dst_mm: mm_struct, src_mm: mm_struct,
                           vma: vm_area_struct) -> bool:
-    """mm/memory.c: copy_page_range(): walk the parent's tables under ``vma``."""
-    if not vma_needs_copy(vma):
+    """mm/memory.c: copy_page_range(): walk the parent's tables under ``vma`` (the
+    parent's VMA)."""
+    if not await vma_needs_copy(vma):
         return True
     assert dst_mm.pgd is not None and src_mm.pgd is not None
     return await _copy_level(dst_mm, src_mm, dst_mm.pgd, src_mm.pgd, vma.vm_start,
@@ -155,7 +167,8 @@ async def copy_page_range(dst_mm: mm_struct, src_mm: mm_struct,
 
 async def dup_mm(oldmm: mm_struct) -> mm_struct | None:
     """kernel/fork.c: dup_mm() -> mm_init() (``mm_alloc_pgd()``) and dup_mmap():
-    under the parent's ``mmap_write_lock``, write-lock each VMA, duplicate it into
+    under the parent's ``mmap_write_lock``, write-lock each VMA (since 6.4.y/v6.5,
+    fb49c455323f: per-VMA-locked faults are otherwise not held off), duplicate it into
     the child's tree and ``copy_page_range()``; then ``flush_tlb_mm(oldmm)`` for the
     write-protected PTEs.  None: -ENOMEM (the half-built child is torn down)."""
     mm = mm_struct(oldmm.geometry, oldmm.config)
@@ -165,12 +178,14 @@ async def dup_mm(oldmm: mm_struct) -> mm_struct | None:
     await mmap_write_lock(mm)
     ok = True
     for vma in list(oldmm.vmas):
-        await vma_start_write(oldmm, vma)
+        if oldmm.config.fork_locks_vmas:
+            await vma_start_write(oldmm, vma)
         tmp = vma_dup(vma)
+        tmp.anon_vma = await anon_vma_fork(vma)
         await _insert_op(mm, tmp)
         await vma_mark_attached(tmp)
         await vma_link_file(mm, tmp)
-        ok = await copy_page_range(mm, oldmm, tmp)
+        ok = await copy_page_range(mm, oldmm, vma)
         if not ok:
             break
     await flush_tlb_mm_range(oldmm)

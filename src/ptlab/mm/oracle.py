@@ -108,3 +108,26 @@ def check_mm_counters(kernel: Kernel, mms: list[mm_struct], settled: bool) -> No
         raise ModelViolation("accounting", f"memcg pagetables is "
                              f"{sum(a.memcg_pagetables.values())} bytes but the live "
                              f"__GFP_ACCOUNT table pages make {charged}")
+
+
+def anon_pages_without_anon_vma(mm: mm_struct) -> list[int]:
+    """Addresses of anonymous pages mapped in a VMA that has no ``anon_vma``: the
+    rmap cannot find them (what fork racing a per-VMA-locked fault left behind in
+    6.4).  Walks the tables directly: for the end of a scenario."""
+    geo = mm.geometry
+    out: list[int] = []
+    for vma in mm.vmas:
+        if vma.anon_vma:
+            continue
+        table = mm.pgd
+        addr = vma.vm_start
+        while table is not None and addr < vma.vm_end:
+            t: object = table
+            while isinstance(t, PageTable) and t.depth < len(geo.levels) - 1:
+                t = t.entries.get(geo.index(t.depth, addr))
+            if isinstance(t, PageTable):
+                leaf = t.entries.get(geo.index(t.depth, addr))
+                if isinstance(leaf, Leaf) and leaf.anon:
+                    out.append(addr)
+            addr += geo.levels[-1].size
+    return out

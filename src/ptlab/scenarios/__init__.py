@@ -4,6 +4,7 @@ from .base import OK, Param, Scenario, Variant
 from .fragment_reuse_rcu import SCENARIO as FRAGMENT_REUSE_RCU
 from .mm_races import (
     FAULT_RACE,
+    FORK_VS_VMA_FAULT,
     KHUGEPAGED_GUP_FAST,
     MMU_GATHER_TABLE_FREE,
     MREMAP_WALKERS,
@@ -19,6 +20,6 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     PTE_FREE_DEFER_FRAGMENTS, S390_FRAGMENT_HALVES, FRAGMENT_REUSE_RCU, RCU_CALLBACK_ORDER,
     FAULT_RACE,
     MMU_GATHER_TABLE_FREE, RETRACT_WALKERS, KHUGEPAGED_GUP_FAST, MREMAP_WALKERS,
-    SPECULATIVE_FAULT, PT_RECLAIM)}
+    SPECULATIVE_FAULT, PT_RECLAIM, FORK_VS_VMA_FAULT)}
 
 __all__ = ["OK", "SCENARIOS", "Param", "Scenario", "Variant"]

@@ -27,12 +27,13 @@ from ..config import ERAS, KernelConfig
 from ..engine import Execution, Model, ModelViolation, SetupCache
 from ..kernel import Kernel, rcu_barrier, rcu_read_lock, rcu_read_unlock
 from ..mm.fault import do_user_addr_fault
+from ..mm.fork import dup_mm
 from ..mm.gup import gup_fast
 from ..mm.khugepaged import retract_page_tables
 from ..mm.memory import handle_mm_fault
 from ..mm.mmap_lock import find_vma
 from ..mm.mremap import mremap
-from ..mm.oracle import census, check_mm_counters
+from ..mm.oracle import anon_pages_without_anon_vma, census, check_mm_counters
 from ..mm.pgalloc import mm_alloc_pgd
 from ..mm.pgtable_generic import pte_offset_map_walk
 from ..mm.types import VM_READ, VM_SHARED, VM_WRITE, Leaf, mm_struct
@@ -266,6 +267,47 @@ class ReclaimVsRetract(_MmModel):
             k.run_on(cpu, "fault", do_user_addr_fault(w.mm, BASE))
 
 
+class ForkVsFault(_MmModel):
+    """fork copies a private file mapping (file pages mapped, no anon_vma yet)
+    while a write fault in the parent, under its per-VMA lock, makes a COW page
+    (``anon_vma_prepare()``)."""
+
+    fail_nowait = False
+
+    def ncpus(self) -> int:
+        return 2
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            # Shared, so the set-up fault maps a file page; then made private
+            # (MAP_PRIVATE of the same file) for the race.
+            vma = await do_mmap(w.mm, BASE, PMD_SIZE, VM_READ | VM_WRITE | VM_SHARED,
+                                anon=False, file="f")
+            await do_user_addr_fault(w.mm, BASE)
+            vma.vm_flags = VM_READ | VM_WRITE
+        ex.run_sync(setup(), w.kernel.cpus[0])
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        k = w.kernel
+
+        async def fork() -> None:
+            self.child = await dup_mm(w.mm)
+        k.run_on(0, "fork", fork())
+        k.run_on(1, "fault", do_user_addr_fault(w.mm, BASE + 4096))
+
+    def finish(self, ex: Execution) -> None:
+        w = self.w
+        ex.run_sync(rcu_barrier(), w.kernel.cpus[0])
+        assert self.child is not None
+        check_mm_counters(w.kernel, [w.mm, self.child], settled=True)
+        for name, mm in (("child", self.child), ("parent", w.mm)):
+            lost = anon_pages_without_anon_vma(mm)
+            if lost:
+                raise ModelViolation("anon-rmap", f"the {name} maps anonymous page(s) at "
+                                     f"{', '.join(hex(a) for a in lost)} in a VMA without "
+                                     "anon_vma: the rmap cannot find them")
+
+
 S390_BASE = 1 << 36          # inside s390's 4 TiB user space
 S390_SEG = 1 << 20           # what one s390 PTE table maps
 
@@ -344,6 +386,9 @@ _CONFIGS: dict[str, Callable[[], KernelConfig]] = {
                                                    arch_pte_free_defer=False),
     "v6.6-page-active": lambda: ERAS["v6.6"],
     "v6.7-one-table-per-page": lambda: ERAS["v6.6"].replace(name="v6.7"),
+    # fork-vs-vma-fault
+    "unlocked-fork": lambda: ERAS["v6.18"].replace(name="v6.4.0", fork_locks_vmas=False),
+    "locked-fork": lambda: ERAS["v6.18"],
     # pt-reclaim
     "no-pmd-recheck": lambda: ERAS["v6.18"].replace(name="v6.18-no-check_pmd_state",
                                                     retract_check_pmd=False),
@@ -494,6 +539,29 @@ page may use its RCU head only once it is off every list.  On s390 before v6.7 a
 page with one free 2K half sits on `mm->context.pgtable_list` for the next
 allocation to take; queuing the page's head while it is listed corrupts the list
 the moment the allocator unlinks it."""],
+)
+
+FORK_VS_VMA_FAULT = Scenario(
+    name="fork-vs-vma-fault",
+    title="fork copies page tables while a per-VMA-locked fault changes them",
+    source="fb49c455323f \"fork: lock VMAs of the parent process when forking\" "
+           "(Suren Baghdasaryan, 6.5-rc1 and 6.4.y; per-VMA locks came in 6.4)",
+    params=(),
+    variants=(
+        Variant("unlocked-fork", "6.4.0: dup_mmap() does not write-lock the parent's "
+                "VMAs", "anon-rmap"),
+        Variant("locked-fork", "vma_start_write() on each parent VMA before it is "
+                "copied: the fault falls back to mmap_lock and waits", OK),
+    ),
+    make=_maker(ForkVsFault, _configured),
+    notes=["""The commit's example: "A concurrent page fault on a page newly marked
+read-only by the page copy might trigger wp_page_copy() and a anon_vma_prepare(vma)
+on the source vma, defeating the anon_vma_clone() that wasn't done because the
+parent vma originally didn't have an anon_vma, but we now might end up copying a
+pte entry for a page that has one."  Here the parent's private file mapping has
+no anon_vma when fork duplicates the VMA; a write fault then gives it one and a
+COW page, and the copy that follows takes that page into a child VMA without an
+anon_vma."""],
 )
 
 FAULT_RACE = Scenario(
