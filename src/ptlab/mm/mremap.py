@@ -1,11 +1,11 @@
 """mm/mremap.c: moving a mapping, and with it whole page tables.
 
 ``move_page_tables()`` moves a whole PMD table for a PUD-aligned 1 GiB extent
-(``move_normal_pud()``), and for each PMD-sized extent the whole PTE table
-(``move_normal_pmd()``: clear the old PMD, populate the new one, flush) when both
-addresses are PMD-aligned, or a huge PMD with its deposited table
-(``move_huge_pmd()``); otherwise it allocates the destination table and moves the
-PTEs one by one under both PTE locks (``move_ptes()``).  The old range is then
+(``move_normal_pud()``, the same code one level up), and for each PMD-sized
+extent the whole PTE table (``move_normal_pmd()``: clear the old PMD, populate
+the new one, flush) when both addresses are PMD-aligned, or a huge PMD with its
+deposited table (``move_huge_pmd()``); otherwise it allocates the destination
+table and moves the PTEs one by one under both PTE locks (``move_ptes()``).  The old range is then
 unmapped like munmap, which frees the old tables that were emptied.
 """
 
@@ -49,10 +49,12 @@ async def pmd_unlock_both(old_ptl: spinlock_t, new_ptl: spinlock_t) -> None:
 
 async def move_normal_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: PageTable,
                           ni: int) -> bool:
-    """mm/mremap.c: move_normal_pmd(): under the old and the new PMD locks, move
-    the PTE table itself (``pmd_clear()``, ``pmd_populate()``) and flush the old
-    range.  False if the new PMD is not none (WARN) or the old one is no longer a
-    table ("Racing with collapse?")."""
+    """mm/mremap.c: move_normal_pmd() and move_normal_pud(): under the old and the
+    new entry's locks (``pmd_lock()``; for a PUD entry ``pud_lock()``, i.e.
+    ``mm->page_table_lock`` for both), move the table below the entry itself
+    (``pXd_clear()``, ``pXd_populate()``) and flush the old range.  False if the
+    new entry is not none (WARN) or the old one no longer maps a table ("Racing
+    with collapse?")."""
     if await new_pmd.load(ni) is not None:
         return False
     old_ptl, new_ptl = await pmd_lock_both(mm, old_pmd, new_pmd)
@@ -66,26 +68,6 @@ async def move_normal_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: P
     return moved
 
 
-async def move_normal_pud(mm: mm_struct, old_pud: PageTable, oi: int, new_pud: PageTable,
-                          ni: int) -> bool:
-    """mm/mremap.c: move_normal_pud(): under ``pud_lock()`` (``mm->page_table_lock``)
-    move the whole PMD table (``pud_clear()``, ``pud_populate()``) and flush the
-    old range.  False if the new PUD entry is not none or the old one no longer
-    maps a table."""
-    if await new_pud.load(ni) is not None:
-        return False
-    ptl = mm.page_table_lock
-    await spin_lock(ptl)
-    table = await old_pud.load(oi)
-    moved = isinstance(table, PageTable)
-    if moved:
-        await old_pud.get_and_clear(oi)
-        await new_pud.store(ni, table)
-        await flush_tlb_mm_range(mm)
-    await spin_unlock(ptl)
-    return moved
-
-
 async def move_pgt_entry(mm: mm_struct, vma: vm_area_struct, old: PageTable, oi: int,
                          new: PageTable, ni: int) -> bool:
     """mm/mremap.c: move_pgt_entry(NORMAL_PMD / NORMAL_PUD): with the rmap locks
@@ -94,10 +76,7 @@ async def move_pgt_entry(mm: mm_struct, vma: vm_area_struct, old: PageTable, oi:
     mapping = mm.mapping(vma.file) if vma.file is not None else None
     if mapping is not None:
         await i_mmap_lock_write(mapping)
-    if old.depth == len(mm.geometry.levels) - 2:
-        moved = await move_normal_pmd(mm, old, oi, new, ni)
-    else:
-        moved = await move_normal_pud(mm, old, oi, new, ni)
+    moved = await move_normal_pmd(mm, old, oi, new, ni)
     if mapping is not None:
         await i_mmap_unlock_write(mapping)
     return moved
