@@ -70,6 +70,11 @@ def atomic_xchg(v: atomic_t, new: int) -> Op:
     return Call(v.fp(UPDATE), "atomic_xchg(&{0.name}, {1})", atomic_t._xchg, v, new)
 
 
+def atomic_or(i: int, v: atomic_t) -> Op:
+    """Returns nothing: commutes with other ADD-kind updates."""
+    return Call(v.fp(ADD), "atomic_or({1:#x}, &{0.name})", atomic_t._or, v, i)
+
+
 def atomic_add(i: int, v: atomic_t) -> Op:
     return Call(v.fp(ADD), "atomic_add({1}, &{0.name})", atomic_t._rmw, v, i)
 

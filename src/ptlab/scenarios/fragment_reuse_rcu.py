@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..engine import ADD, UPDATE, Call, Execution, Model, ModelViolation, Op
+from ..engine import UPDATE, Call, Execution, Model, ModelViolation, Op
 from ..kernel import (
     GFP_PGTABLE_USER,
     Field,
@@ -44,7 +44,9 @@ from ..kernel import (
     spinlock_t,
 )
 from ..kernel import __free_page as free_page  # a method body would mangle __free_page
+from ..kernel.atomic import atomic_fetch_or, atomic_or, atomic_read, atomic_t, atomic_xchg
 from ..kernel.rcu import RcuCallback
+from ..mm.pgtable_generic import pmdp_collapse_flush
 from .base import OK, Param, Scenario, Variant
 
 
@@ -68,9 +70,9 @@ class FragPage:
     def __init__(self, page: Page, nfrags: int) -> None:
         self.page = page
         self.all = (1 << nfrags) - 1
-        self.rcu_todo = Field(page, "page->rcu_todo", 0)
-        self.next_todo = Field(page, "page->next_todo", 0)
-        self.free = Field(page, "page->free", 0)
+        self.rcu_todo = atomic_t(page, "page->rcu_todo", 0)
+        self.next_todo = atomic_t(page, "page->next_todo", 0)
+        self.free = atomic_t(page, "page->free", 0)
         self.used = 0                      # bits handed out (the model's bookkeeping)
         self.gens = [0] * nfrags
         self.rcu = page.pt_rcu_head
@@ -81,37 +83,6 @@ class Mm:
         self.obj = KObject("mm_struct", 1024)
         self.lock = spinlock_t("mm->context.lock", self.obj)
         self.list = Field(self.obj, "mm->context.frag_list", ())   # pages, some free
-
-
-def _fetch_or(f: Field, bits: int) -> int:
-    f.owner.check(f.name, "Write")
-    old: int = f.value
-    f.value = old | bits
-    return old
-
-
-def atomic_fetch_or(f: Field, bits: int) -> Op:
-    return Call(f.fp(UPDATE), "atomic_fetch_or(&{0.name}, {1:#x})", _fetch_or, f, bits)
-
-
-def _xchg(f: Field, value: int) -> int:
-    f.owner.check(f.name, "Write")
-    old: int = f.value
-    f.value = value
-    return old
-
-
-def atomic_xchg(f: Field, value: int) -> Op:
-    return Call(f.fp(UPDATE), "atomic_xchg(&{0.name}, {1:#x})", _xchg, f, value)
-
-
-def _or(f: Field, bits: int) -> None:
-    f.owner.check(f.name, "Write")
-    f.value |= bits
-
-
-def atomic_or(f: Field, bits: int) -> Op:
-    return Call(f.fp(ADD), "atomic_or(&{0.name}, {1:#x})", _or, f, bits)
 
 
 class Design:
@@ -130,10 +101,10 @@ class Design:
         if self.locked:
             await spin_lock(mm.lock)
         done = await atomic_xchg(fp.rcu_todo, 0)
-        await atomic_or(fp.free, done)
+        await atomic_or(done, fp.free)
         nxt = await atomic_xchg(fp.next_todo, 0)
         if nxt:
-            await atomic_fetch_or(fp.rcu_todo, nxt)
+            await atomic_fetch_or(nxt, fp.rcu_todo)
             await call_rcu(fp.rcu, self._cb(mm, fp))
         await self._place(mm, fp, done)
         if self.locked:
@@ -152,8 +123,8 @@ class Design:
         if not freed:
             return
         pages = await mm.list.load()
-        free = await Call(fp.free.fp(UPDATE), "READ({0.name})", _read, fp.free)
-        pending = await Call(fp.rcu_todo.fp(UPDATE), "READ({0.name})", _read, fp.rcu_todo)
+        free = await atomic_read(fp.free)
+        pending = await atomic_read(fp.rcu_todo)
         if free == fp.all and not pending and not fp.used:
             await mm.list.store(tuple(p for p in pages if p is not fp))
             fp.page.payload = [None] * self.nfrags
@@ -171,7 +142,7 @@ class Design:
             # Back on the list at once: the next allocation may hand it out while
             # a walker that found it before the unlink still reads it.
             await spin_lock(mm.lock)
-            await atomic_or(fp.free, bit)
+            await atomic_or(bit, fp.free)
             pages = await mm.list.load()
             if fp not in pages:
                 await mm.list.store((*pages, fp))
@@ -180,10 +151,10 @@ class Design:
         if self.locked:
             await spin_lock(mm.lock)
         # "if non-zero then a RCU is already triggered": accumulate for the next.
-        if await Call(fp.rcu_todo.fp(UPDATE), "READ({0.name})", _read, fp.rcu_todo):
-            await atomic_or(fp.next_todo, bit)
+        if await atomic_read(fp.rcu_todo):
+            await atomic_or(bit, fp.next_todo)
         else:
-            await atomic_fetch_or(fp.rcu_todo, bit)
+            await atomic_fetch_or(bit, fp.rcu_todo)
             await call_rcu(fp.rcu, self._cb(mm, fp))
         if self.locked:
             await spin_unlock(mm.lock)
@@ -201,7 +172,7 @@ class Design:
             low = free & -free
             idx = low.bit_length() - 1
             if free & ~low:
-                await atomic_or(fp.free, free & ~low)
+                await atomic_or(free & ~low, fp.free)
             else:
                 await mm.list.store(pages[1:])            # all used: off the list
             fp.used |= low
@@ -225,12 +196,6 @@ class Design:
         for f in frags:
             page.payload[f.index] = f
         return frags[index]
-
-
-def _read(f: Field) -> int:
-    f.owner.check(f.name)
-    v: int = f.value
-    return v
 
 
 def _set_slot(fp: FragPage, frag: Frag) -> None:
@@ -274,7 +239,7 @@ class FragmentReuse:
     async def retract(self) -> None:
         """Unlink and pte_free_defer() both fragments, one after the other."""
         for i in range(2):
-            frag = await _xchg_op(self.pmd[i])
+            frag = await pmdp_collapse_flush(self.pmd[i])
             assert isinstance(frag, Frag)
             await self.d.pte_free_defer(self.mm, frag)
 
@@ -304,17 +269,6 @@ class FragmentReuse:
             if lost:
                 raise ModelViolation("leak", f"pfn {fp.page.pfn:#x}: fragments {lost:#x} "
                                      "are neither free nor in use")
-
-
-def _xchg_field(f: Field) -> object:
-    f.owner.check(f.name, "Write")
-    old = f.value
-    f.value = None
-    return old
-
-
-def _xchg_op(f: Field) -> Op:
-    return Call(f.fp(UPDATE), "pmdp_collapse_flush({0.name})", _xchg_field, f)
 
 
 def _make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
