@@ -14,9 +14,8 @@ from ..engine import READ, WRITE, Call
 from ..kernel import rcu_read_unlock, spin_lock, spin_unlock
 from .huge_memory import hpage_pmd_nr, pgtable_trans_huge_deposit
 from .memory import __pte_offset_map, __pxd_alloc, pte_offset_map_lock, pte_unmap_unlock
-from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_mark_attached, vma_start_write
+from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from .pgalloc import destroy_context, mm_alloc_pgd, mm_free_pgd, pagetable_alloc, pte_lockptr
-from .rmap import vma_link_file
 from .tlbflush import flush_tlb_mm_range
 from .types import (
     VM_WRITE,
@@ -27,7 +26,7 @@ from .types import (
     mm_struct,
     vm_area_struct,
 )
-from .vma import _insert_op, exit_mmap, vma_dup
+from .vma import exit_mmap, vma_dup, vma_link
 
 
 def _anon_vma(vma: vm_area_struct) -> bool:
@@ -182,9 +181,7 @@ async def dup_mm(oldmm: mm_struct) -> mm_struct | None:
             await vma_start_write(oldmm, vma)
         tmp = vma_dup(vma)
         tmp.anon_vma = await anon_vma_fork(vma)
-        await _insert_op(mm, tmp)
-        await vma_mark_attached(tmp)
-        await vma_link_file(mm, tmp)
+        await vma_link(mm, tmp)
         ok = await copy_page_range(mm, oldmm, vma)
         if not ok:
             break

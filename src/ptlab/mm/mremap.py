@@ -20,13 +20,13 @@ from .huge_memory import (
 )
 from .memory import __pte_offset_map, __pxd_alloc, pte_offset_map_lock, pte_unmap_unlock
 from .memory import walk_alloc as alloc_new_pmd
-from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_mark_attached, vma_start_write
+from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from .pgalloc import pte_lockptr
 from .pgtable import pmd_offset_lockless
-from .rmap import i_mmap_lock_write, i_mmap_unlock_write, vma_link_file
+from .rmap import i_mmap_lock_write, i_mmap_unlock_write
 from .tlbflush import flush_tlb_mm_range
 from .types import Leaf, PageTable, mm_struct, vm_area_struct
-from .vma import _insert_op, do_vmi_align_munmap, vma_dup, vmas_in_range
+from .vma import do_vmi_align_munmap, vma_dup, vma_link, vmas_in_range
 
 
 async def pmd_lock_both(mm: mm_struct, old_pmd: PageTable,
@@ -217,9 +217,7 @@ async def mremap(mm: mm_struct, old_addr: int, length: int, new_addr: int) -> bo
     await vma_start_write(mm, vma)
     new_vma = copy_vma(mm, vma, old_addr, new_addr, length)
     await vma_start_write(mm, new_vma)
-    await _insert_op(mm, new_vma)
-    await vma_mark_attached(new_vma)
-    await vma_link_file(mm, new_vma)
+    await vma_link(mm, new_vma)
     moved = await move_page_tables(mm, vma, old_addr, new_addr, length)
     if moved != length:
         raise ModelViolation("model-limit", "mremap: move_page_tables() ran out of memory; "

@@ -47,9 +47,13 @@ def _remove(mm: mm_struct, vmas: list[vm_area_struct]) -> None:
         mm.vmas.remove(vma)
 
 
-def _insert_op(mm: mm_struct, vma: vm_area_struct) -> Op:
-    """vma_iter_store() of a new VMA into the tree."""
-    return Call(((mm.vma_loc, WRITE),), "vma_iter_store({1!r})", _insert, mm, vma)
+async def vma_link(mm: mm_struct, vma: vm_area_struct) -> None:
+    """mm/vma.c: vma_link(): a new VMA goes into the tree (``vma_iter_store_new()``,
+    which marks it attached since v6.15) and into its file's rmap
+    (``vma_link_file()``)."""
+    await Call(((mm.vma_loc, WRITE),), "vma_iter_store({1!r})", _insert, mm, vma)
+    await vma_mark_attached(vma)
+    await vma_link_file(mm, vma)
 
 
 async def do_mmap(mm: mm_struct, start: int, length: int, flags: int, anon: bool = True,
@@ -58,9 +62,7 @@ async def do_mmap(mm: mm_struct, start: int, length: int, flags: int, anon: bool
     the tree.  Page tables are allocated later, by faults."""
     await mmap_write_lock(mm)
     vma = vm_area_struct(start, start + length, flags, anon, file)
-    await vma_mark_attached(vma)
-    await _insert_op(mm, vma)
-    await vma_link_file(mm, vma)
+    await vma_link(mm, vma)
     await mmap_write_unlock(mm)
     return vma
 
