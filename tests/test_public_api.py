@@ -6,14 +6,15 @@ import ptlab.engine
 import ptlab.kernel
 
 ENGINE = {
-    "ACQUIRE", "ADD", "AWAIT", "BUILD", "CONSUME", "DPOR", "HELD", "PCT", "PEEK", "PROBE", "READ",
-    "RELEASE",
+    "ACQUIRE", "ADD", "AWAIT", "BUILD", "CONSUME", "DONE", "DPOR", "HELD", "MODE", "PCT",
+    "PEEK", "PROBE", "READ", "RELEASE",
     "SIGNAL", "TRY", "UPDATE", "WRITE", "Call", "Choose", "DynamicOp", "Execution",
     "ExecutionOutcome",
     "Footprint", "Guided", "Model", "ModelError", "ModelViolation", "Op", "RandomWalk",
-    "Replay", "Result", "ScheduleError", "SetupCache", "Snapshot", "Stats", "Thread",
+    "Replay", "Result", "ScheduleError", "SetupCache", "Snapshot", "Stats", "Step", "Thread",
     "TraceStep", "Var", "Violation",
-    "WaitUntil", "context_switches", "current_stack", "current_thread", "decode", "encode",
+    "WaitUntil", "call", "context_switches", "current_stack", "current_thread", "decode",
+    "done", "encode",
     "new_loc", "shrink",
 }
 

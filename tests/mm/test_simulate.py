@@ -3,6 +3,8 @@ the counters oracle."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ptlab.arch.geometry import ARCHES, X86_64
@@ -133,3 +135,86 @@ def test_the_json_schema_lists_what_the_parser_accepts() -> None:
     step_keys = {k for keys in _STEP_KEYS.values() for k in keys}
     assert set(props["step"]["items"]["properties"]) == step_keys
     assert set(props["region"]["items"]["properties"]) == set(_REGION_KEYS)
+
+
+RICH = """
+[[region]]
+name = "a"
+start = "16TiB"
+size = "6MiB"
+thp = true
+[[region]]
+name = "b"
+start = "17TiB"
+size = "6MiB"
+[[region]]
+name = "f"
+start = "18TiB"
+size = "4MiB"
+kind = "file"
+[[step]]
+op = "map"
+region = "a"
+[[step]]
+op = "map"
+region = "f"
+[[step]]
+op = "touch"
+region = "a"
+offset = "2MiB"
+stride = "12KiB"
+[[step]]
+op = "touch"
+region = "f"
+stride = "64KiB"
+[[step]]
+op = "mremap"
+region = "a"
+to = "b"
+[[step]]
+op = "mprotect"
+region = "b"
+offset = "1MiB"
+length = "3MiB"
+prot = "r"
+[[step]]
+op = "fork"
+[[step]]
+op = "madvise"
+region = "b"
+advice = "dontneed"
+offset = "2MiB"
+length = "2MiB"
+[[step]]
+op = "collapse"
+region = "f"
+mode = "khugepaged"
+[[step]]
+op = "exit"
+mm = "child"
+[[step]]
+op = "unmap"
+region = "b"
+offset = "1MiB"
+length = "1MiB"
+[[step]]
+op = "exit"
+"""
+
+
+@pytest.mark.parametrize("arch", ["x86-64", "ppc64-hash", "s390-v6.6"])
+def test_the_sequential_fast_paths_change_nothing(
+        arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a sequential run the hottest step builders do their step at once
+    (engine.call(), DONE) instead of building an op: the same workload, with and
+    without them, gives the same figures after every step."""
+    wl = parse_workload("rich.toml", RICH)
+    fast = simulate(wl, arch=arch).as_dict()
+
+    def slow_run(self: Simulator, coro: Any) -> Any:
+        return self.ex.run_sync(coro, self.cpu)      # every op built and awaited
+
+    monkeypatch.setattr(Simulator, "run", slow_run)
+    slow = simulate(wl, arch=arch).as_dict()
+    assert fast == slow
+    assert [s["what"] for s in fast["steps"]][-1].startswith("exit")

@@ -22,12 +22,15 @@ from typing import Any
 
 from ..engine import (
     ACQUIRE,
+    DONE,
+    MODE,
     RELEASE,
     SIGNAL,
     DynamicOp,
     Footprint,
     ModelViolation,
     Op,
+    Step,
     new_loc,
 )
 from ..engine.ops import CTX
@@ -212,19 +215,24 @@ def preempt_enable() -> Op:
     return _transition(cpu, "preempt_enable()", was_irq, was_cs)
 
 
-def rcu_read_lock() -> Op:
+def rcu_read_lock() -> Step:
     """include/linux/rcupdate.h: rcu_read_lock()."""
     cpu = this_cpu()
     # NOTE: the two cases spelled out (not _transition()): a page fault takes
     # two read-side sections.
     if cpu.rcu_nesting or cpu.preempt_count or cpu.irqs_disabled:
         cpu.rcu_nesting += 1
+        if MODE.inline:
+            return DONE
         return _Transition(cpu, "rcu_read_lock()", (), -1, -1, None)
     cpu.rcu_nesting = 1
+    if MODE.inline:
+        cpu.rcu.holder = cpu
+        return DONE
     return _Transition(cpu, "rcu_read_lock()", cpu.fp_rcu_enter, -1, 1, None)
 
 
-def rcu_read_unlock() -> Op:
+def rcu_read_unlock() -> Step:
     """include/linux/rcupdate.h: rcu_read_unlock()."""
     cpu = this_cpu()
     n = cpu.rcu_nesting
@@ -232,7 +240,12 @@ def rcu_read_unlock() -> Op:
         raise ModelViolation("rcu-imbalance", "rcu_read_unlock() without rcu_read_lock()")
     cpu.rcu_nesting = n - 1
     if n > 1 or cpu.preempt_count or cpu.irqs_disabled:
+        if MODE.inline:
+            return DONE
         return _Transition(cpu, "rcu_read_unlock()", (), -1, -1, None)
+    if MODE.inline:
+        rcu_exit(cpu)
+        return DONE
     return _RcuExit(cpu, "rcu_read_unlock()", cpu.fp_rcu_exit, -1, 0, None)
 
 

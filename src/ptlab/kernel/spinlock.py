@@ -12,14 +12,18 @@ from typing import Any
 
 from ..engine import (
     ACQUIRE,
+    DONE,
     HELD,
+    MODE,
     READ,
     RELEASE,
     TRY,
     DynamicOp,
     Footprint,
+    ModelError,
     ModelViolation,
     Op,
+    Step,
     new_loc,
 )
 from ..engine.ops import CTX
@@ -40,6 +44,27 @@ class spinlock_t:
         alive: Footprint = ((owner.alive, READ),) if owner is not None else ()
         self.fp_lock: Footprint = ((self.loc, ACQUIRE), *alive)
         self.fp_unlock: Footprint = ((self.loc, RELEASE), *alive)
+
+
+def _acquire(lock: spinlock_t, cpu: CPU, rcu_edge: int) -> None:
+    owner = lock.owner
+    if owner is not None and owner.freed:
+        owner.check(lock.name, "Write")
+    lock.holder = cpu
+    if rcu_edge == ACQUIRE:
+        cpu.rcu.holder = cpu
+
+
+def _release(lock: spinlock_t, cpu: CPU, rcu_edge: int) -> None:
+    owner = lock.owner
+    if owner is not None and owner.freed:
+        owner.check(lock.name, "Write")
+    if lock.holder is not cpu:
+        raise ModelViolation("bad-unlock", f"spin_unlock({lock.name}) by a CPU "
+                             "that does not hold it")
+    lock.holder = None
+    if rcu_edge == RELEASE:
+        rcu_exit(cpu)
 
 
 class _LockOp(DynamicOp):
@@ -75,13 +100,7 @@ class _Lock(_LockOp):
         return self.lock.holder is None
 
     def run(self, choice: int) -> Any:
-        lock = self.lock
-        owner = lock.owner
-        if owner is not None and owner.freed:
-            owner.check(lock.name, "Write")
-        lock.holder = self.cpu
-        if self.rcu_edge >= 0:
-            self._edge()
+        _acquire(self.lock, self.cpu, self.rcu_edge)
 
 
 class _Unlock(_LockOp):
@@ -99,16 +118,7 @@ class _Unlock(_LockOp):
         return self.base
 
     def run(self, choice: int) -> Any:
-        lock = self.lock
-        owner = lock.owner
-        if owner is not None and owner.freed:
-            owner.check(lock.name, "Write")
-        if lock.holder is not self.cpu:
-            raise ModelViolation("bad-unlock", f"spin_unlock({lock.name}) by a CPU "
-                                 "that does not hold it")
-        lock.holder = None
-        if self.rcu_edge >= 0:
-            self._edge()
+        _release(self.lock, self.cpu, self.rcu_edge)
 
 
 class _TryLock(_LockOp):
@@ -143,21 +153,29 @@ def _rcu_kind_on(cpu: CPU, was_cs: bool) -> int:
     return ACQUIRE if now else RELEASE
 
 
-def spin_lock(lock: spinlock_t) -> Op:
+def spin_lock(lock: spinlock_t) -> Step:
     """spin_lock(): preempt_disable(); arch_spin_lock()."""
     cpu = this_cpu()
     was = cpu.rcu_nesting or cpu.preempt_count or cpu.irqs_disabled
     cpu.preempt_count += 1
+    if MODE.inline:
+        if lock.holder is not None:
+            raise ModelError(f"spin_lock({lock.name}) would block outside a schedule")
+        _acquire(lock, cpu, -1 if was else ACQUIRE)
+        return DONE
     return _Lock(lock, cpu, lock.fp_lock, -1 if was else ACQUIRE, "spin_lock({})")
 
 
-def spin_unlock(lock: spinlock_t) -> Op:
+def spin_unlock(lock: spinlock_t) -> Step:
     """spin_unlock(): arch_spin_unlock(); preempt_enable()."""
     cpu = this_cpu()
     # The holder is non-preemptible: the unlock ends a read-side section only if
     # nothing else keeps the CPU in one.
     cpu.preempt_count -= 1
     still = cpu.rcu_nesting or cpu.preempt_count or cpu.irqs_disabled
+    if MODE.inline:
+        _release(lock, cpu, -1 if still else RELEASE)
+        return DONE
     return _Unlock(lock, cpu, lock.fp_unlock, -1 if still else RELEASE, "spin_unlock({})")
 
 

@@ -10,7 +10,7 @@ kernel orders them so that they act as one against a writer.
 
 from __future__ import annotations
 
-from ..engine import READ, UPDATE, WRITE, Call, Op, WaitUntil
+from ..engine import READ, UPDATE, WRITE, Call, Op, Step, WaitUntil, call
 from ..kernel import rcu_read_lock, rcu_read_unlock
 from ..kernel.rwsem import down_read, down_write, downgrade_write, up_read, up_write
 from .types import VMA_LOCK_OFFSET, mm_struct, vm_area_struct
@@ -58,10 +58,10 @@ def _try_read(mm: mm_struct, vma: vm_area_struct) -> object:
     return vma
 
 
-def vma_start_read(mm: mm_struct, vma: vm_area_struct) -> Op:
+def vma_start_read(mm: mm_struct, vma: vm_area_struct) -> Step:
     """mm/mmap_lock.c: vma_start_read(): the VMA read-locked, None (fall back to
     mmap_lock) or EAGAIN (detached)."""
-    return Call(((vma.lock_loc, UPDATE), (mm.seq_loc, READ)), "vma_start_read({1!r})",
+    return call(((vma.lock_loc, UPDATE), (mm.seq_loc, READ)), "vma_start_read({1!r})",
                 _try_read, mm, vma)
 
 
@@ -69,8 +69,8 @@ def _put(vma: vm_area_struct) -> None:
     vma.vm_refcnt -= 1
 
 
-def vma_end_read(vma: vm_area_struct) -> Op:
-    return Call(((vma.lock_loc, UPDATE),), "vma_end_read({0!r})", _put, vma)
+def vma_end_read(vma: vm_area_struct) -> Step:
+    return call(((vma.lock_loc, UPDATE),), "vma_end_read({0!r})", _put, vma)
 
 
 def _enter(vma: vm_area_struct) -> None:
@@ -128,10 +128,10 @@ def _walk(mm: mm_struct, addr: int) -> vm_area_struct | None:
     return None
 
 
-def find_vma(mm: mm_struct, addr: int) -> Op:
+def find_vma(mm: mm_struct, addr: int) -> Step:
     """mas_walk() / vma_lookup(): the VMA containing ``addr`` (the maple tree is read
     under RCU or mmap_lock)."""
-    return Call(((mm.vma_loc, READ),), "mas_walk({1:#x})", _walk, mm, addr)
+    return call(((mm.vma_loc, READ),), "mas_walk({1:#x})", _walk, mm, addr)
 
 
 async def lock_vma_under_rcu(mm: mm_struct, addr: int) -> vm_area_struct | None:

@@ -18,7 +18,22 @@ from typing import Any
 
 from ..arch.geometry import X86_64, Geometry
 from ..config import DEFAULT_ERA, ERAS, KernelConfig
-from ..engine import ADD, READ, UPDATE, WRITE, Call, Footprint, ModelViolation, Op, new_loc
+from ..engine import (
+    ADD,
+    DONE,
+    MODE,
+    READ,
+    UPDATE,
+    WRITE,
+    Call,
+    Footprint,
+    ModelViolation,
+    Op,
+    Step,
+    call,
+    done,
+    new_loc,
+)
 from ..kernel import Field, KObject, Page, atomic_t, spinlock_t
 from ..kernel.rwsem import rw_semaphore
 
@@ -90,12 +105,20 @@ class PageTable:
         return len(self.entries)
 
     # NOTE: label templates, formatted only for traces.
-    def load(self, idx: int) -> Op:
+    # NOTE: load() and store() are most of a fault's steps; in a sequential run
+    # they do the access at once (engine.call(), inlined).
+    def load(self, idx: int) -> Step:
         """READ_ONCE(*pXdp) / pXdp_get_lockless()."""
+        if MODE.inline:
+            value = self._get(idx)
+            return DONE if value is None else done(value)
         return Call(self._rfp, "READ_ONCE({0.name}[{1}])", PageTable._get, self, idx)
 
-    def store(self, idx: int, value: Any) -> Op:
+    def store(self, idx: int, value: Any) -> Step:
         """set_pXd() / pXd_populate() / pXd_clear()."""
+        if MODE.inline:
+            self._set(idx, value)
+            return DONE
         return Call(self._wfp, "set({0.name}[{1}], {2!r})", PageTable._set, self, idx, value)
 
     def get_and_clear(self, idx: int) -> Op:
@@ -280,9 +303,9 @@ def _rss(mm: mm_struct, delta: int) -> None:
     mm.rss.value += delta
 
 
-def mm_rss_add(mm: mm_struct, delta: int) -> Op:
+def mm_rss_add(mm: mm_struct, delta: int) -> Step:
     """include/linux/mm.h: add_mm_counter(mm, MM_ANONPAGES/MM_FILEPAGES, delta)."""
-    return Call(mm.rss.fp(ADD), "add_mm_counter({1:+})", _rss, mm, delta)
+    return call(mm.rss.fp(ADD), "add_mm_counter({1:+})", _rss, mm, delta)
 
 
 def _set_anon_vma(vma: vm_area_struct) -> None:
