@@ -140,7 +140,10 @@ def resolve(spec: CheckSpec) -> tuple[Scenario, dict[str, int]]:
 
 def run_check(spec: CheckSpec, *, shrink_runs: int = 300) -> CheckOutcome:
     sc, params = resolve(spec)
-    make: Callable[[], Model] = sc.make(spec.variant, params)
+    try:
+        make: Callable[[], Model] = sc.make(spec.variant, params)
+    except ValueError as e:     # a parameter the variant cannot take
+        raise InputError(f"{sc.name} {spec.variant}: {e}") from None
     steps = spec.max_steps or sc.max_steps
     if spec.strategy == "dpor":
         result = DPOR(make, preemption_bound=spec.preemptions,

@@ -20,7 +20,7 @@ from typing import Literal
 
 from ..arch.powerpc import pgalloc as powerpc
 from ..arch.s390 import pgalloc as s390
-from ..engine import ADD, WRITE, Call, ModelError, Op
+from ..engine import ADD, WRITE, Call, ModelError, ModelViolation, Op
 from ..kernel import (
     GFP_PGTABLE_USER,
     Page,
@@ -167,8 +167,11 @@ async def pte_free_now(head: rcu_head) -> None:
     in v6.6) of the table the page holds."""
     page = head.owner
     assert isinstance(page, Page)
+    # (pgtable_t)page: the table at the start of the page, whichever was deferred.
     table = page.payload[0]
-    assert isinstance(table, PageTable)
+    if not isinstance(table, PageTable):
+        raise ModelViolation("double-free", f"pte_free_now(): the table at the start of "
+                             f"{page!r} was already freed")
     await pagetable_dtor(table)
     await pagetable_free(table)
     await _deferred_stat(-table.size)

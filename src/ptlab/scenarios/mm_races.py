@@ -30,13 +30,14 @@ from ..mm.fault import do_user_addr_fault
 from ..mm.fork import dup_mm
 from ..mm.gup import gup_fast
 from ..mm.khugepaged import retract_page_tables
-from ..mm.memory import handle_mm_fault
+from ..mm.memory import __pte_offset_map, handle_mm_fault
 from ..mm.mmap_lock import find_vma
 from ..mm.mremap import mremap
 from ..mm.oracle import anon_pages_without_anon_vma, census, check_mm_counters
 from ..mm.pgalloc import mm_alloc_pgd
+from ..mm.pgtable import pmd_offset_lockless
 from ..mm.pgtable_generic import pte_offset_map_walk
-from ..mm.types import VM_READ, VM_SHARED, VM_WRITE, Leaf, mm_struct
+from ..mm.types import VM_READ, VM_SHARED, VM_WRITE, Leaf, PageTable, mm_struct
 from ..mm.vma import do_mmap, madvise_dontneed, munmap
 from .base import OK, Param, Scenario, Variant
 
@@ -338,6 +339,77 @@ class S390Halves(_MmModel):
         k.run_on(1, "fault", do_user_addr_fault(w.mm, S390_BASE + 2 * S390_SEG))
         for i in range(self.params["rcu_walkers"]):
             k.run_on(2 + i, f"walker/{i}", pte_offset_map_walk(w.mm, S390_BASE))
+
+
+def _pte_table(mm: mm_struct, addr: int) -> PageTable:
+    """The PTE table mapping ``addr``, read off the tree between steps."""
+    t = mm.pgd
+    last = len(mm.geometry.levels) - 1
+    while t is not None and t.depth < last:
+        t = t.entries.get(mm.geometry.index(t.depth, addr))
+    if not isinstance(t, PageTable):
+        raise ModelViolation("model-limit", f"no PTE table maps {addr:#x}")
+    return t
+
+
+class S390RetractHalves(_MmModel):
+    """``pte-free-defer-fragments`` on s390 v6.6: a shared file mapped over two
+    segments holds both 2K halves of one 4K page (the second fault took the free
+    half from ``pgtable_list``).  One retractor per half frees its table with
+    s390's ``pte_free_defer()`` while an RCU walker reads the first half and
+    GUP-fast the second.  ``fragments`` is two by construction."""
+
+    fail_nowait = False
+
+    def ncpus(self) -> int:
+        return 2 + self.params["rcu_walkers"] + self.params["gup_walkers"]
+
+    def prepare(self, ex: Execution, w: World) -> None:
+        async def setup() -> None:
+            await do_mmap(w.mm, S390_BASE, 2 * S390_SEG, VM_READ | VM_WRITE | VM_SHARED,
+                          anon=False, file="f")
+            await do_user_addr_fault(w.mm, S390_BASE)
+            await do_user_addr_fault(w.mm, S390_BASE + S390_SEG)
+        ex.run_sync(setup(), w.kernel.cpus[0])
+        first, second = (_pte_table(w.mm, S390_BASE + h * S390_SEG) for h in range(2))
+        if first.page is not second.page:
+            raise ModelViolation("model-limit", "the two PTE tables are not the halves "
+                                 "of one page")
+
+    def spawn(self, ex: Execution, w: World) -> None:
+        k, f = w.kernel, w.mm.mapping("f")
+        for half in range(2):
+            k.run_on(half, f"khugepaged/{half}",
+                     retract_page_tables(f, half * (S390_SEG >> 12)))
+        cpu = 2
+        for i in range(self.params["rcu_walkers"]):
+            k.run_on(cpu, f"walker/{i}", _detached_table_walker(ex, w.mm, S390_BASE))
+            cpu += 1
+        for i in range(self.params["gup_walkers"]):
+            k.run_on(cpu, f"gup/{i}", gup_fast(w.mm, S390_BASE + S390_SEG))
+            cpu += 1
+
+    def final_checks(self, ex: Execution, w: World) -> None:
+        if any(p.freed and isinstance(p.payload, list) for p in w.kernel.alloc.pages):
+            ex.sometimes("the fragment page was freed")
+
+
+async def _detached_table_walker(ex: Execution, mm: mm_struct, addr: int) -> None:
+    """pte_offset_map_walk() that, before unmapping, looks whether the PMD still
+    points to the table it read (the non-vacuity check of pte-free-defer-fragments'
+    walkers)."""
+    geo = mm.geometry
+    await rcu_read_lock()
+    pmdt = await pmd_offset_lockless(mm, addr)
+    if pmdt is not None:
+        idx = geo.index(pmdt.depth, addr)
+        pte = await __pte_offset_map(pmdt, idx)
+        if pte is not None:
+            await pte.load(geo.index(pte.depth, addr))
+            if await pmdt.load(idx) is not pte:
+                ex.sometimes("an RCU walker read a table already detached from its PMD")
+            await rcu_read_unlock()                    # pte_unmap()
+    await rcu_read_unlock()
 
 
 def _v618_ipi() -> KernelConfig:

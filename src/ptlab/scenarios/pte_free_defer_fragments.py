@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..arch.geometry import S390_V66
 from ..arch.powerpc.pgtable_frag import (
     PteFragment,
     pte_frag_destroy,
@@ -35,6 +36,8 @@ from ..arch.powerpc.pte_free_defer_designs import (
     pte_free_defer_pending_mask_two_masks,
     pte_free_defer_rcu_head_per_table,
 )
+from ..arch.s390.pgalloc import pte_free_defer as s390_pte_free_defer
+from ..config import ERAS
 from ..engine import Execution, Model, ModelViolation, SetupCache
 from ..kernel import GFP_KERNEL, Kernel, alloc_pages, rcu_barrier, spin_lock, spin_unlock
 from ..kernel.memory import Field
@@ -42,6 +45,7 @@ from ..mm.gup import gup_fast_pte_range
 from ..mm.pgtable_generic import pmdp_collapse_flush, pte_offset_map, pte_unmap, ptep_get
 from ..mm.types import PmdTable, mm_dec_nr_ptes, mm_inc_nr_ptes, mm_struct, pmd_lock
 from .base import OK, Param, Scenario, Variant
+from .mm_races import S390RetractHalves, World
 
 Defer = Callable[[mm_struct, PteFragment], Awaitable[None]]
 
@@ -191,6 +195,12 @@ class PteFreeDeferModel:
 
 
 def _make(variant: str, params: dict[str, int]) -> Callable[[], Model]:
+    if variant == "s390-v6.6":
+        if params["fragments"] != 2:
+            raise ValueError(f"fragments={params['fragments']} is not possible: s390 "
+                             "has two 2K PTE tables to a 4K page (fragments=2)")
+        s390: SetupCache[World] = SetupCache()
+        return lambda: S390RetractHalves(ERAS["v6.6"], params, s390, S390_V66)
     design = DESIGNS[variant]
     cache: SetupCache[SetupState] = SetupCache()
     return lambda: PteFreeDeferModel(design, params, cache)
@@ -227,6 +237,9 @@ SCENARIO = Scenario(
                 "use-after-free", _doc(pte_free_defer_rcu_head_per_table)),
         Variant("pg-active", "merged in v6.6: PG_active, last fragment frees via call_rcu",
                 OK, _doc(pte_free_defer)),
+        Variant("s390-v6.6", "s390 as merged in v6.6: two 2K tables to a 4K page, "
+                "PageActive and the AA/PP bits, on the mm model", OK,
+                _doc(s390_pte_free_defer)),
     ),
     make=_make,
     notes=[
