@@ -78,6 +78,14 @@ def _coverage(out: CheckOutcome) -> str:
     return ", ".join(bits)
 
 
+def _print_measured(name: str) -> None:
+    sc = SCENARIOS[name]
+    if sc.measure is not None:
+        print()
+        for line in sc.measure():
+            print("measured: " + line)
+
+
 def _print_outcome(out: CheckOutcome, long: bool) -> None:
     params = " ".join(f"{k}={v}" for k, v in out.params.items())
     print(f"== {out.spec.scenario} / {out.spec.variant}  ({params})")
@@ -148,6 +156,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             if i:
                 print()
             _print_outcome(o, args.long)
+        _print_measured(sc.name)
     return 1 if any(o.violation is not None for o in outs) else 0
 
 

@@ -29,6 +29,10 @@ def _section(sc: Scenario) -> list[str]:
     out = [f"## {sc.name}", "", f"{sc.title}.  Source: {sc.source}.", ""]
     for note in sc.notes:
         out += [note.strip(), ""]
+    if sc.measure is not None:
+        out += ["Measured (`ptlab check " + sc.name + "` prints it too):", ""]
+        out += ["* " + line for line in sc.measure()]
+        out.append("")
     if sc.params:
         out.append("Parameters (`--set NAME=VALUE`): " + "; ".join(
             f"`{p.name}` = {p.default}"

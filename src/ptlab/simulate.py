@@ -17,8 +17,7 @@ from typing import Any
 
 from .arch.geometry import ARCHES, DEFAULT_ARCH, Geometry
 from .config import DEFAULT_ERA, ERAS, KernelConfig
-from .engine import Execution, ModelViolation
-from .engine.ops import ops_inline
+from .engine import ModelViolation
 from .kernel import Kernel
 from .kernel.rcu import rcu_sequential_gp
 from .mm.fault import do_user_addr_fault
@@ -251,21 +250,10 @@ def parse_workload(path: str, text: str) -> Workload:
 # -- running ------------------------------------------------------------------------------
 
 
-class _Sequential:
-    """The model an execution needs to exist; nothing is explored."""
-
-    def build(self, ex: Execution) -> None:
-        pass
-
-    def finish(self, ex: Execution) -> None:
-        pass
-
-
 class Simulator:
     """Processes (named mms, ``parent`` first) on one sequential kernel."""
 
     def __init__(self, geometry: Geometry, config: KernelConfig) -> None:
-        self.ex = Execution(_Sequential())
         self.kernel = Kernel(None, 1, sequential=True)
         self.cpu = self.kernel.cpus[0]
         self.mm = mm_struct(geometry, config)
@@ -275,8 +263,7 @@ class Simulator:
         self.run(mm_alloc_pgd(self.mm))
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        with ops_inline():
-            return self.ex.run_sync(coro, self.cpu)
+        return self.kernel.run(coro)
 
     def settle(self) -> None:
         """A grace period passes; then every counter must balance."""

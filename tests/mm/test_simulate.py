@@ -212,7 +212,7 @@ def test_the_sequential_fast_paths_change_nothing(
     fast = simulate(wl, arch=arch).as_dict()
 
     def slow_run(self: Simulator, coro: Any) -> Any:
-        return self.ex.run_sync(coro, self.cpu)      # every op built and awaited
+        return self.kernel.ex.run_sync(coro, self.cpu)   # every op built and awaited
 
     monkeypatch.setattr(Simulator, "run", slow_run)
     slow = simulate(wl, arch=arch).as_dict()

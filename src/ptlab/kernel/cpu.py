@@ -58,6 +58,7 @@ class CPU:
         "preempt_count",
         "rcu",
         "rcu_nesting",
+        "resched_left",
         "thread_name",
     )
 
@@ -69,6 +70,7 @@ class CPU:
         self.preempt_count = 0
         self.rcu_nesting = 0
         self.irqs_disabled = False
+        self.resched_left = 0            # need_resched() yeses left (Kernel(resched=))
         self.thread_name = f"cpu{idx}"
         # The footprints of entering and leaving a read-side section, built once.
         self.fp_rcu_enter: Footprint = ((self.rcu.loc, ACQUIRE),)

@@ -253,14 +253,20 @@ async def zap_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, id
         if pte is None:
             return
         removed = 0
-        while addr < end:
-            i = geo.index(pte.depth, addr)
-            if i in pte.entries and await pte.get_and_clear(i) is not None:
-                removed += 1
-            addr += size
-            if removed == 1 and addr < end and await need_resched():
+        while True:                                   # do { ... } while (addr != end)
+            if await need_resched():
                 if mm.config.zap_break_fix:
                     direct_reclaim = False       # entries may be refilled meanwhile
+                break
+            # do_zap_pte_range(): skip all consecutive none PTEs (read under the
+            # PTE lock, which every writer of them holds), then zap the next one.
+            while addr < end and geo.index(pte.depth, addr) not in pte.entries:
+                addr += size
+            if addr < end:
+                if await pte.get_and_clear(geo.index(pte.depth, addr)) is not None:
+                    removed += 1
+                addr += size
+            if addr == end:
                 break
         if removed:
             await mm_rss_add(mm, -removed)

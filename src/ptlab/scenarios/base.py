@@ -45,6 +45,9 @@ class Scenario:
     make: Callable[[str, dict[str, int]], Callable[[], Model]]
     max_steps: int = 2_000
     notes: list[str] = field(default_factory=list)
+    #: Figures the scenario reports beside its verdicts (a sequential run of the
+    #: design, not a search): printed by ``ptlab check`` and in docs/scenarios.md.
+    measure: Callable[[], list[str]] | None = None
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
