@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .check import (
     STRATEGIES,
@@ -255,6 +256,89 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .host import host_supported
+    from .validate import Report, check_workload, validate
+
+    why = host_supported()
+    if why is not None:
+        raise InputError(f"cannot validate on this host: {why}")
+    if args.workloads < 1 or args.ops < 2:
+        raise InputError("--workloads must be at least 1 and --ops at least 2")
+    files = []
+    for path in args.workload or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                files.append(parse_workload(path, f.read()))
+        except OSError as e:
+            raise InputError(f"cannot read workload {path!r}: {e.strerror}") from None
+        except WorkloadError as e:
+            raise InputError(str(e)) from None
+    if not os.path.isdir(args.save_dir):
+        raise InputError(f"--save-dir {args.save_dir!r} is not a directory")
+    try:
+        report: Report = validate(args.workloads, args.ops, args.seed, files, args.save_dir,
+                                  progress=None if args.json else
+                                  lambda line: print(line, flush=True))
+    except WorkloadError as e:
+        raise InputError(str(e)) from None
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        print(_render_validate(report, args))
+        for path, wl in report.shrunk:
+            print(f"\n-- {path}: the shrunk workload, step by step")
+            print(_render_steps(check_workload(wl, report.host)))
+    bad = report.mismatches or [r for r in report.results if r.error]
+    return 1 if bad else 0
+
+
+def _render_validate(report: Any, args: argparse.Namespace) -> str:
+    d = report.as_dict()
+    what = f"{len(args.workload)} workload file(s)" if args.workload else \
+        f"{args.workloads} workloads x {args.ops} steps, seed {args.seed}"
+    lines = [f"== validate: Linux {d['kernel']} ({d['arch']}) against the model "
+             f"({d['config']})"]
+    lines += [f"   {n}" for n in d["notes"]]
+    lines.append(f"{what}: {len(d['mismatches'])} mismatch(es), "
+                 f"{len(d['host_errors'])} host error(s)")
+    total = sum(d["steps_compared"].values())
+    lines.append(f"steps compared ({total}): " + ", ".join(
+        f"{k} {v}" for k, v in d["steps_compared"].items()))
+    if d["steps_excluded"]:
+        lines.append("steps excluded: " + ", ".join(
+            f"{k} {v}" for k, v in d["steps_excluded"].items()))
+        lines += [f"   why: {w}" for w in d["exclusions"]]
+    lines.append("page tables the model allocated / freed: " + ", ".join(
+        f"{lv} {d['table_allocs'].get(lv, 0)}/{d['table_frees'].get(lv, 0)}"
+        for lv in d["table_allocs"] if lv != "pgd"))
+    for name, err in d["host_errors"].items():
+        lines.append(f"host error in {name}: {err}")
+    for m in d["mismatches"]:
+        lines.append(f"MISMATCH {m['workload']} step {m['step']} ({m['what']}): host "
+                     f"{m['host']}, model {m['model']}")
+    return "\n".join(lines)
+
+
+def _render_steps(res: Any) -> str:
+    head = ["#", "step", "host errno", "host dVmPTE", "model errno", "model dVmPTE",
+            "host VmPTE", "model VmPTE", ""]
+    rows, host_total, model_total = [], 0, 0
+    for s in res.steps:
+        if s.what.startswith(("fork", "exit")) or "(" in s.what:
+            h_tot, m_tot = "", ""
+        else:
+            host_total += s.host.delta
+            model_total += s.model_delta
+            h_tot, m_tot = str(host_total), str(model_total)
+        extra = "" if s.host.child_kib is None else \
+            f"child: host {s.host.child_kib}, model {s.model_child}"
+        rows.append([str(s.index), s.what, s.host.errno or "-", f"{s.host.delta:+}",
+                     s.model_errno or "-", f"{s.model_delta:+}", h_tot, m_tot,
+                     ("" if s.agrees else "<< ") + extra])
+    return render_table(head, rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ptlab", description="Model and check the Linux page-table lifecycle.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -290,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--arch", help="override the workload's architecture")
     m.add_argument("--kernel", help="override the workload's kernel era")
     m.add_argument("--json", action="store_true")
+    v = sub.add_parser("validate", help="compare the x86-64 model's VmPTE with this "
+                       "machine's kernel, step by step")
+    v.add_argument("--workloads", type=int, default=10, help="random workloads (default 10)")
+    v.add_argument("--ops", type=int, default=40, help="steps per workload (default 40)")
+    v.add_argument("--seed", type=int, default=1)
+    v.add_argument("--workload", action="append", metavar="FILE", help="run this TOML "
+                   "workload instead (repeatable)")
+    v.add_argument("--save-dir", default=".", help="where a shrunk mismatch is saved")
+    v.add_argument("--json", action="store_true")
     return p
 
 
@@ -310,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.cmd == "simulate":
             return _cmd_simulate(args)
+        if args.cmd == "validate":
+            return _cmd_validate(args)
         if args.cmd == "docs":
             from .docgen import render_scenarios_doc
 

@@ -102,6 +102,16 @@ class KernelConfig:
     #: ``zap_empty_pte_table()`` skips the PMD trylock when ptl == pml (2026
     #: mm-unstable, "mm/memory: handle non-split locks correctly").
     reclaim_nonsplit_fix: bool = False
+    #: An anonymous collapse needs at least one writable PTE (SCAN_PAGE_RO, so
+    #: MADV_COLLAPSE of a range of zero pages is -EINVAL) until v6.18 (Dev Jain,
+    #: b9f85966d1be "mm: enable khugepaged anonymous collapse on non-writable
+    #: regions" and 65b08d362ba5 "mm: drop all references of writable and
+    #: SCAN_PAGE_RO"); this machine's 6.18 collapses such a range.
+    collapse_needs_writable: bool = True
+    #: MADV_COLLAPSE of a file range with no PMD table allocates the tables and
+    #: maps the huge PMD (v6.18, Kiryl Shutsemau, "mm/khugepaged: Do not fail
+    #: collapse_pte_mapped_thp() on SCAN_PMD_NULL"); before, -EINVAL.
+    collapse_installs_tables: bool = False
 
     def replace(self, **changes: object) -> KernelConfig:
         """A variant of this configuration (``name`` says it differs)."""
@@ -133,12 +143,14 @@ ERAS: dict[str, KernelConfig] = {
     # The kernel on this machine.
     "v6.18": _V65.replace(name="v6.18", retract_free="defer", pt_reclaim=True,
                           table_free_one="call_rcu",
-                          dtor_at_free=True, vma_refcount=True),
+                          dtor_at_free=True, vma_refcount=True,
+                          collapse_needs_writable=False, collapse_installs_tables=True),
     # 2026 mm-unstable: PT_RECLAIM def_bool y; synchronize_rcu() fallback without it.
     "2026": _V65.replace(name="2026", retract_free="defer", pt_reclaim=True,
                          table_free_one="call_rcu",
                          dtor_at_free=True, vma_refcount=True, reclaim_nonsplit_fix=True,
-                         pt_reclaim_any_arch=True, table_free_fallback="synchronize_rcu"),
+                         pt_reclaim_any_arch=True, table_free_fallback="synchronize_rcu",
+                         collapse_needs_writable=False, collapse_installs_tables=True),
 }
 
 DEFAULT_ERA = "v6.18"

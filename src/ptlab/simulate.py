@@ -9,6 +9,7 @@ passes and the counters oracle checks every counter against the tables.
 
 from __future__ import annotations
 
+import errno
 import re
 import tomllib
 from collections.abc import Coroutine
@@ -22,16 +23,22 @@ from .kernel import Kernel
 from .kernel.rcu import rcu_sequential_gp
 from .mm.fault import do_user_addr_fault
 from .mm.fork import dup_mm, mmput
-from .mm.khugepaged import collapse_huge_page, collapse_pte_mapped_thp, retract_page_tables
+from .mm.khugepaged import (
+    collapse_file,
+    collapse_huge_page,
+    collapse_pte_mapped_thp,
+    madvise_collapse,
+)
 from .mm.mprotect import do_mprotect_pkey
 from .mm.mremap import mremap
 from .mm.oracle import census, check_mm_counters
 from .mm.pgalloc import mm_alloc_pgd
-from .mm.types import VM_HUGEPAGE, VM_READ, VM_SHARED, VM_WRITE, mm_struct
+from .mm.types import VM_HUGEPAGE, VM_READ, VM_SHARED, VM_WRITE, Leaf, PageTable, mm_struct
 from .mm.vma import do_mmap, madvise_dontneed, munmap
 
 OPS = ("map", "touch", "madvise", "mprotect", "mremap", "collapse", "fork", "unmap", "exit")
 ADVICE = ("dontneed",)
+ACCESS = ("write", "read")
 PROT = ("r", "rw")
 COLLAPSE_MODES = ("madv_collapse", "khugepaged")
 MAIN_MM = "parent"
@@ -42,7 +49,7 @@ _REGION_KEYS = ("name", "start", "size", "kind", "shared", "thp")
 _RANGE = ("region", "offset", "length", "mm")
 _STEP_KEYS = {"map": ("op", "region", "mm"), "unmap": ("op", *_RANGE),
               "exit": ("op", "mm"), "fork": ("op", "child", "mm"),
-              "touch": ("op", *_RANGE, "stride"),
+              "touch": ("op", *_RANGE, "stride", "access"),
               "madvise": ("op", *_RANGE, "advice"),
               "mprotect": ("op", *_RANGE, "prot"),
               "mremap": ("op", "region", "to", "mm"),
@@ -51,6 +58,15 @@ _STEP_KEYS = {"map": ("op", "region", "mm"), "unmap": ("op", *_RANGE),
 
 class WorkloadError(Exception):
     """A workload that cannot be run: the message names the line."""
+
+
+class StepFailed(WorkloadError):
+    """A step whose system call fails (``errno``, e.g. "EFAULT"): an error for
+    ``simulate``, a prediction for ``validate``."""
+
+    def __init__(self, message: str, errno: str) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @dataclass
@@ -71,6 +87,7 @@ class Step:
     offset: int = 0
     length: int = 0
     stride: int = 0
+    access: str = "write"
     advice: str = ""
     mm: str = MAIN_MM
     child: str = ""
@@ -219,6 +236,10 @@ def parse_workload(path: str, text: str) -> Workload:
             step.stride = _size(s.get("stride", 4096), where)
             if step.stride <= 0:
                 raise WorkloadError(f"{where}: stride must be positive")
+            step.access = s.get("access", "write")
+            if step.access not in ACCESS:
+                raise WorkloadError(f"{where}: access {step.access!r} (valid: "
+                                    f"{', '.join(ACCESS)})")
         if op == "madvise":
             step.advice = s.get("advice", "")
             if step.advice not in ADVICE:
@@ -247,6 +268,30 @@ def parse_workload(path: str, text: str) -> Workload:
     return Workload(path, arch, kernel, regions, steps)
 
 
+def workload_toml(wl: Workload, description: str = "") -> str:
+    """``wl`` as a workload file that parses back to it."""
+    lines = [f"description = {description!r}".replace("'", '"')] if description else []
+    lines += [f'arch = "{wl.arch}"', f'kernel = "{wl.kernel}"']
+    for r in wl.regions.values():
+        lines += ["", "[[region]]", f'name = "{r.name}"', f"start = {r.start:#x}",
+                  f"size = {r.size:#x}", f'kind = "{"anon" if r.anon else "file"}"',
+                  f"shared = {str(r.shared).lower()}", f"thp = {str(r.thp).lower()}"]
+    for s in wl.steps:
+        lines += ["", "[[step]]", f'op = "{s.op}"']
+        if s.mm != MAIN_MM:
+            lines.append(f'mm = "{s.mm}"')
+        if s.region is not None:
+            lines.append(f'region = "{s.region.name}"')
+            if s.op not in ("map", "mremap"):
+                lines += [f"offset = {s.offset:#x}", f"length = {s.length:#x}"]
+        extra = {"touch": (("stride", s.stride), ("access", s.access)),
+                 "madvise": (("advice", s.advice),), "mprotect": (("prot", s.prot),),
+                 "collapse": (("mode", s.mode),), "fork": (("child", s.child),),
+                 "mremap": (("to", s.to.name if s.to else ""),)}.get(s.op, ())
+        lines += [f"{k} = {v:#x}" if isinstance(v, int) else f'{k} = "{v}"' for k, v in extra]
+    return "\n".join(lines) + "\n"
+
+
 # -- running ------------------------------------------------------------------------------
 
 
@@ -259,7 +304,7 @@ class Simulator:
         self.mm = mm_struct(geometry, config)
         self.mms: dict[str, mm_struct] = {MAIN_MM: self.mm}
         self.faults = 0
-        self.mapped: dict[tuple[str, str], bool] = {}
+        self.shmem_objects = 0
         self.run(mm_alloc_pgd(self.mm))
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -270,10 +315,11 @@ class Simulator:
         self.run(rcu_sequential_gp())
         check_mm_counters(self.kernel, list(self.mms.values()), settled=True)
 
-    async def touch(self, mm: mm_struct, start: int, length: int, stride: int) -> None:
+    async def touch(self, mm: mm_struct, start: int, length: int, stride: int,
+                    write: bool = True) -> None:
         addr, end = start, start + length
         while addr < end:
-            if not await do_user_addr_fault(mm, addr):
+            if not await do_user_addr_fault(mm, addr, write=write):
                 raise ModelViolation("segv", f"fault at {addr:#x} failed")
             self.faults += 1
             addr += stride
@@ -284,22 +330,64 @@ class Simulator:
         pmd = mm.geometry.levels[-2].size
         addr = (start + pmd - 1) & ~(pmd - 1)
         while addr + pmd <= start + length:
-            if reg.anon:
+            if reg.anon and not reg.shared:
                 await collapse_huge_page(mm, addr)
             elif mode == "khugepaged":
-                # The file's page cache at this offset: every mm mapping it.
-                await retract_page_tables(mm.mapping(reg.name),
-                                          (addr - reg.start) >> mm.geometry.page_shift)
+                # collapse_file(): the page cache gets the huge folio, then every
+                # mm mapping the range has its table retracted.
+                vma = next((v for v in mm.vmas if v.vm_start <= addr < v.vm_end), None)
+                if vma is not None and vma.file is not None:
+                    await collapse_file(mm, mm.mapping(vma.file),
+                                        vma.vm_pgoff + ((addr - vma.vm_start)
+                                                        >> mm.geometry.page_shift))
             else:
                 await collapse_pte_mapped_thp(mm, addr, install_pmd=True)
             addr += pmd
 
-    def _need(self, step: Step, name: str, mapped: bool) -> None:
-        if self.mapped.get((step.mm, name), False) != mapped:
-            raise WorkloadError(f"{step.line}: region {name!r} is "
+    def _need(self, step: Step, reg: Region, mapped: bool) -> None:
+        """The region must be mapped (some of it) or, for map and an mremap's
+        destination, not at all: the process's VMAs say."""
+        mm = self.mms[step.mm]
+        now = any(v.vm_start < reg.start + reg.size and v.vm_end > reg.start
+                  for v in mm.vmas)
+        if now != mapped:
+            raise WorkloadError(f"{step.line}: region {reg.name!r} is "
                                 f"{'not ' if mapped else 'already '}mapped in {step.mm!r}")
 
-    def step(self, step: Step) -> None:
+    def huge_kib(self, mm_name: str, lo: int, hi: int) -> int:
+        """KiB of ``[lo, hi)`` that ``mm_name`` maps with huge PMDs (what smaps calls
+        AnonHugePages, ShmemPmdMapped and FilePmdMapped)."""
+        mm = self.mms.get(mm_name)
+        if mm is None or mm.pgd is None:
+            return 0
+        geo = mm.geometry
+        pmd = geo.levels[-2].size
+        total = 0
+        addr = lo & ~(pmd - 1)
+        while addr < hi:
+            t: Any = mm.pgd
+            while isinstance(t, PageTable) and t.depth < len(geo.levels) - 2:
+                t = t.entries.get(geo.index(t.depth, addr))
+            if isinstance(t, PageTable):
+                leaf = t.entries.get(geo.index(t.depth, addr))
+                if isinstance(leaf, Leaf) and leaf.huge and addr >= lo:
+                    total += pmd >> 10
+            addr += pmd
+        return total
+
+    def step(self, step: Step, thp_budget: int | None = None) -> None:
+        """Run one step.  ``thp_budget``: how many huge pages its faults may
+        allocate (None: as many as they want); the rest fall back to PTEs."""
+        mm = self.mms.get(step.mm)
+        if mm is not None:
+            mm.thp_budget = thp_budget
+        try:
+            self._step(step)
+        finally:
+            if mm is not None:
+                mm.thp_budget = None
+
+    def _step(self, step: Step) -> None:
         mm = self.mms.get(step.mm)
         if mm is None:
             raise WorkloadError(f"{step.line}: no process {step.mm!r} (live: "
@@ -316,44 +404,54 @@ class Simulator:
             if child is None:
                 raise ModelViolation("oom", "fork failed: -ENOMEM")
             self.mms[step.child] = child
-            for (owner, name), on in list(self.mapped.items()):
-                if owner == step.mm:
-                    self.mapped[(step.child, name)] = on
             return
         assert reg is not None
         start = reg.start + step.offset
         if step.op == "map":
-            self._need(step, reg.name, False)
+            self._need(step, reg, False)
             flags = VM_READ | VM_WRITE | (VM_SHARED if reg.shared else 0) | \
                 (VM_HUGEPAGE if reg.thp else 0)
-            self.run(do_mmap(mm, reg.start, reg.size, flags, reg.anon,
-                             None if reg.anon else reg.name))
-            self.mapped[(step.mm, reg.name)] = True
+            # MAP_SHARED|MAP_ANONYMOUS is shmem: mmap_region()'s shmem_zero_setup()
+            # gives the VMA a file of its own ("/dev/zero (deleted)").
+            # Each such mmap() is a new object; a fork shares it.
+            anon = reg.anon and not reg.shared
+            if anon:
+                file = None
+            elif reg.anon:
+                self.shmem_objects += 1
+                file = f"{reg.name}:shmem{self.shmem_objects}"
+            else:
+                file = reg.name
+            self.run(do_mmap(mm, reg.start, reg.size, flags, anon, file))
             return
-        self._need(step, reg.name, True)
+        self._need(step, reg, True)
         if step.op == "touch":
-            self.run(self.touch(mm, start, step.length, step.stride))
+            self.run(self.touch(mm, start, step.length, step.stride, step.access == "write"))
         elif step.op == "madvise":
             if not self.run(madvise_dontneed(mm, start, step.length)):
-                raise WorkloadError(f"{step.line}: madvise of {reg.name!r} failed (-ENOMEM: "
-                                    "part of the range is unmapped)")
+                raise StepFailed(f"{step.line}: madvise of {reg.name!r} failed (-ENOMEM: "
+                                 "part of the range is unmapped)", "ENOMEM")
         elif step.op == "mprotect":
             if not self.run(do_mprotect_pkey(mm, start, step.length, step.prot == "rw")):
-                raise WorkloadError(f"{step.line}: mprotect of {reg.name!r} failed (-ENOMEM: "
-                                    "part of the range is unmapped)")
+                raise StepFailed(f"{step.line}: mprotect of {reg.name!r} failed (-ENOMEM: "
+                                 "part of the range is unmapped)", "ENOMEM")
         elif step.op == "collapse":
-            self.run(self.collapse(mm, reg, start, step.length, step.mode))
+            if step.mode == "madv_collapse":
+                err = self.run(madvise_collapse(mm, start, step.length))
+                if err:
+                    name = errno.errorcode.get(-err, str(err))
+                    raise StepFailed(f"{step.line}: MADV_COLLAPSE of {reg.name!r} failed "
+                                     f"(-{name})", name)
+            else:
+                self.run(self.collapse(mm, reg, start, step.length, step.mode))
         elif step.op == "mremap":
             assert step.to is not None
-            self._need(step, step.to.name, False)
+            self._need(step, step.to, False)
             if not self.run(mremap(mm, reg.start, reg.size, step.to.start)):
-                raise WorkloadError(f"{step.line}: mremap of {reg.name!r} failed (-EFAULT)")
-            self.mapped[(step.mm, reg.name)] = False
-            self.mapped[(step.mm, step.to.name)] = True
+                raise StepFailed(f"{step.line}: mremap of {reg.name!r} failed (-EFAULT)",
+                                 "EFAULT")
         elif step.op == "unmap":
             self.run(munmap(mm, start, step.length))
-            if step.offset == 0 and step.length == reg.size:
-                self.mapped[(step.mm, reg.name)] = False
 
 
 def simulate(wl: Workload, arch: str | None = None, kernel: str | None = None) -> SimResult:

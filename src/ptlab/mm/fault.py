@@ -8,12 +8,13 @@ from .mmap_lock import find_vma, lock_vma_under_rcu, mmap_read_lock, mmap_read_u
 from .types import mm_struct
 
 
-async def do_user_addr_fault(mm: mm_struct, addr: int) -> bool:
-    """A user page fault at ``addr``.  False: SIGSEGV (no VMA) or OOM."""
+async def do_user_addr_fault(mm: mm_struct, addr: int, write: bool = True) -> bool:
+    """A user page fault at ``addr``, a write (``FAULT_FLAG_WRITE``, from the error
+    code's X86_PF_WRITE) or a read.  False: SIGSEGV (no VMA) or OOM."""
     if mm.config.per_vma_lock:
         vma = await lock_vma_under_rcu(mm, addr)
         if vma is not None:
-            ok = await handle_mm_fault(mm, vma, addr)
+            ok = await handle_mm_fault(mm, vma, addr, write)
             await vma_end_read(vma)
             return ok
     await mmap_read_lock(mm)                  # lock_mm_and_find_vma()
@@ -21,6 +22,6 @@ async def do_user_addr_fault(mm: mm_struct, addr: int) -> bool:
     if found is None:
         await mmap_read_unlock(mm)
         return False
-    ok = await handle_mm_fault(mm, found, addr)
+    ok = await handle_mm_fault(mm, found, addr, write)
     await mmap_read_unlock(mm)
     return ok

@@ -25,6 +25,7 @@ from .types import (
     mm_rss_add,
     mm_struct,
     vm_area_struct,
+    vma_is_anonymous,
 )
 from .vma import exit_mmap, vma_dup, vma_link
 
@@ -50,7 +51,7 @@ def vma_needs_copy(src_vma: vm_area_struct) -> Call:
 def _wrprotect(table: PageTable, idx: int) -> Leaf:
     table.check("wrprotect", "Write")
     old: Leaf = table.entries[idx]
-    new = Leaf(old.anon, old.huge, old.nr, False)
+    new = old.wr(False)
     table.entries[idx] = new
     return new
 
@@ -63,9 +64,13 @@ def wrprotect(table: PageTable, idx: int) -> Call:
 
 async def copy_huge_pmd(dst_mm: mm_struct, src_mm: mm_struct, dst_pmd: PageTable, di: int,
                         src_pmd: PageTable, si: int, vma: vm_area_struct) -> bool:
-    """mm/huge_memory.c: copy_huge_pmd(): ``pte_alloc_one()`` a table for the
-    child's deposit; under both PMD locks deposit it, ``mm_inc_nr_ptes(dst)``,
+    """mm/huge_memory.c: copy_huge_pmd(): a file THP is not copied ("Skip if can
+    be re-fill on fault": ``!vma_is_anonymous()``); else ``pte_alloc_one()`` a
+    table for the child's deposit; under both PMD locks deposit it,
+    ``mm_inc_nr_ptes(dst)`` (the huge zero folio too, but no RSS),
     write-protect the parent's PMD and set the child's.  False: -ENOMEM."""
+    if not vma_is_anonymous(vma):
+        return True
     pgtable = await pagetable_alloc(dst_mm, len(dst_mm.geometry.levels) - 1, 0)
     if pgtable is None:
         return False
@@ -75,7 +80,8 @@ async def copy_huge_pmd(dst_mm: mm_struct, src_mm: mm_struct, dst_pmd: PageTable
     await spin_lock(src_ptl)
     leaf = await src_pmd.load(si)
     assert isinstance(leaf, Leaf)
-    await mm_rss_add(dst_mm, hpage_pmd_nr(dst_mm))
+    if not leaf.zero:
+        await mm_rss_add(dst_mm, hpage_pmd_nr(dst_mm))
     await mm_pgtables_add(dst_mm, pgtable.depth, 1)
     await pgtable_trans_huge_deposit(dst_pmd, pgtable)
     if vma.vm_flags & VM_WRITE:
@@ -114,7 +120,7 @@ async def copy_pte_range(dst_mm: mm_struct, src_mm: mm_struct, dst_pmd: PageTabl
                 if cow and pte.writable:
                     pte = await wrprotect(src, i)
                 await dst.store(i, pte)
-                copied += 1
+                copied += pte.rss               # the zero page is not counted
         addr += geo.levels[-1].size
     if copied:
         await mm_rss_add(dst_mm, copied)

@@ -4,7 +4,12 @@
   ``__pXd_alloc()`` publishes its new table under the lock, after re-checking the
   entry is still empty, and the loser frees its unpublished table at once
   (``pmd_install()`` for PTE tables).  The PTE is then set under the PTE lock,
-  after ``pte_offset_map_lock()`` re-checked the PMD (``pmd_same``).
+  after ``pte_offset_map_lock()`` re-checked the PMD (``pmd_same``).  A read
+  fault maps the zero page (private anonymous) or the file's page, read-only
+  where the mapping is private; a later write takes the write-protect path
+  (``do_wp_page()``: COW, with an anon_vma, or just the write bit).  A file
+  range the page cache holds as one PMD-sized folio is mapped by a huge PMD
+  (``do_set_pmd()``), no PTE table.
 * ``zap_pte_range()`` clears PTEs; with PT_RECLAIM (madvise only) it frees the
   emptied table: the fast path trylocks the PMD lock while holding the PTE lock,
   the slow path rescans under both.
@@ -24,15 +29,21 @@ from ..kernel import (
     spin_unlock,
 )
 from .huge_memory import (
+    VM_FAULT_FALLBACK,
+    VM_FAULT_OOM,
     __split_huge_pmd,
     do_huge_pmd_anonymous_page,
+    do_huge_zero_wp_pmd,
+    hpage_pmd_nr,
+    pgtable_trans_huge_deposit,
     thp_vma_allowable,
+    thp_vma_suitable,
     zap_huge_pmd,
 )
 from .mmu_gather import mmu_gather, pte_free_tlb
 from .pgalloc import pagetable_alloc, pte_free, pte_lockptr
 from .pgtable import pmd_offset_lockless
-from .rmap import unlink_file_vma
+from .rmap import filemap_add_folio, filemap_pmd_folio, unlink_file_vma
 from .types import (
     VM_SHARED,
     VM_WRITE,
@@ -43,6 +54,7 @@ from .types import (
     mm_rss_add,
     mm_struct,
     vm_area_struct,
+    vma_is_anonymous,
 )
 
 # -- lock-free mapping of a PTE table (mm/pgtable-generic.c) ------------------------------
@@ -130,33 +142,127 @@ async def walk_alloc(mm: mm_struct, addr: int, depth: int = -2) -> PageTable | N
     return table
 
 
-async def do_anonymous_page(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable,
-                            addr: int) -> bool:
-    """mm/memory.c: do_anonymous_page() (do_cow_fault() / do_shared_fault() for a
-    file mapping; every touch is a write):
-    ``pte_offset_map_lock()``; if the PTE is still none, set it.  False when the
+async def handle_pte_fault(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable,
+                           addr: int, write: bool = True) -> bool:
+    """mm/memory.c: handle_pte_fault() once the PTE table exists.  A none PTE:
+    a private write gets a new anonymous page (do_anonymous_page(), or
+    do_cow_fault() for a file), after ``vmf_anon_prepare()``; a private
+    anonymous read the zero page (do_anonymous_page()'s ``!FAULT_FLAG_WRITE``
+    branch: no anon_vma, no RSS); anything else the file's (or shmem's) page
+    (do_read_fault() / do_shared_fault(); writable only in a shared writable
+    mapping, shmem's ``vm_page_prot``).  A present read-only PTE written in a
+    writable VMA: do_wp_page().  ``pte_offset_map_lock()`` first; False when the
     table went away (the fault is retried)."""
     geo = mm.geometry
-    # A private mapping gets an anonymous page (for a file, do_cow_fault()); a
-    # shared one maps the file's (or shmem's) page.
-    anon = not vma.vm_flags & VM_SHARED
-    if anon and not vma.anon_vma:
+    shared = bool(vma.vm_flags & VM_SHARED)
+    cow = write and not shared
+    if cow and not vma.anon_vma:
         await anon_vma_prepare(vma)
     pte = await pte_offset_map_lock(mm, pmd_table, geo.index(pmd_table.depth, addr))
     if pte is None:
         return False
     idx = geo.index(pte.depth, addr)
-    if await pte.load(idx) is None:
-        await pte.store(idx, Leaf(anon, False, 1, bool(vma.vm_flags & VM_WRITE)))
-        await mm_rss_add(mm, 1)
+    cur = await pte.load(idx)
+    if cur is None:
+        if cow:
+            leaf = Leaf(True, False, 1, bool(vma.vm_flags & VM_WRITE))
+        elif vma_is_anonymous(vma):
+            leaf = Leaf(False, False, 1, False, zero=True)
+        else:
+            leaf = Leaf(False, False, 1, shared and bool(vma.vm_flags & VM_WRITE))
+        if not vma.anon:
+            filemap_add_folio(mm, vma, addr)     # __do_fault(): in the page cache
+        await pte.store(idx, leaf)
+        if leaf.rss:
+            await mm_rss_add(mm, 1)
+    elif write and isinstance(cur, Leaf) and not cur.writable and vma.vm_flags & VM_WRITE:
+        return await do_wp_page(mm, vma, pmd_table, pte, idx, cur, addr)
     await pte_unmap_unlock(mm, pte)
     return True
 
 
-async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int) -> bool:
+async def do_wp_page(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable,
+                     pte: PageTable, idx: int, orig: Leaf, addr: int) -> bool:
+    """mm/memory.c: do_wp_page(), entered with the PTE locked.  A shared mapping
+    (wp_page_shared()) or an anonymous page (wp_page_reuse(), or a copy of a
+    page still shared with a fork: the same PTE either way) just gets the write
+    bit.  The zero page or a private file page is copied (wp_page_copy()): the
+    lock is dropped, ``vmf_anon_prepare()`` gives the VMA its anon_vma (so fork
+    will copy its tables), and under the lock again, if the PTE is unchanged
+    (``pte_same``), a new anonymous page replaces it (RSS: +1 for the zero page,
+    file -1 anon +1 for a file page)."""
+    if vma.vm_flags & VM_SHARED or orig.anon:
+        await pte.store(idx, orig.wr(True))
+        await pte_unmap_unlock(mm, pte)
+        return True
+    await pte_unmap_unlock(mm, pte)
+    if not vma.anon_vma:
+        await anon_vma_prepare(vma)
+    geo = mm.geometry
+    pte2 = await pte_offset_map_lock(mm, pmd_table, geo.index(pmd_table.depth, addr))
+    if pte2 is None:
+        return False
+    if await pte2.load(idx) is orig:
+        await pte2.store(idx, Leaf(True, False, 1, True))
+        if orig.zero:
+            await mm_rss_add(mm, 1)
+    await pte_unmap_unlock(mm, pte2)
+    return True
+
+
+def filemap_map_pmd_ok(mm: mm_struct, vma: vm_area_struct, addr: int, write: bool) -> bool:
+    """finish_fault()'s ``folio_test_pmd_mappable()`` and do_set_pmd()'s checks,
+    before any table is allocated: a file fault that maps the page-cache folio
+    itself (not a private write, which maps its COW copy) where that folio is
+    PMD-sized and the VMA suits a PMD at ``addr``."""
+    return not vma.anon and (bool(vma.vm_flags & VM_SHARED) or not write) \
+        and filemap_pmd_folio(mm, vma, addr) \
+        and thp_vma_suitable(vma, addr, mm.geometry.levels[-2].size, mm.geometry.page_shift)
+
+
+async def do_set_pmd(mm: mm_struct, vma: vm_area_struct, pmd_table: PageTable, idx: int,
+                     addr: int, write: bool = False) -> int:
+    """mm/memory.c: do_set_pmd(): under the PMD lock, if the PMD is still none,
+    map the PMD-sized page-cache folio by a huge PMD (``add_mm_counter()``; the
+    entry is writable as ``vm_page_prot`` makes it: shared writable mappings;
+    ``maybe_pmd_mkwrite()`` on a write); where ``arch_needs_pgtable_deposit()``
+    (powerpc hash) a preallocated table is deposited and counted.  No PTE table
+    on x86.  Returns 0, VM_FAULT_FALLBACK (the PMD was no longer none) or
+    VM_FAULT_OOM."""
+    prealloc = None
+    if mm.geometry.needs_pgtable_deposit:
+        prealloc = await pagetable_alloc(mm, len(mm.geometry.levels) - 1, addr)
+        if prealloc is None:
+            return VM_FAULT_OOM
+    ret = VM_FAULT_FALLBACK
+    pml = pte_lockptr(mm, pmd_table)
+    await spin_lock(pml)
+    if await pmd_table.load(idx) is None:
+        if prealloc is not None:                      # deposit_prealloc_pte()
+            await pgtable_trans_huge_deposit(pmd_table, prealloc)
+            await mm_pgtables_add(mm, prealloc.depth, 1)
+            prealloc = None
+        nr = hpage_pmd_nr(mm)
+        writable = bool(vma.vm_flags & VM_WRITE) and bool(vma.vm_flags & VM_SHARED)
+        await pmd_table.store(idx, Leaf(False, True, nr, writable))
+        await mm_rss_add(mm, nr)
+        ret = 0
+    await spin_unlock(pml)
+    if prealloc is not None:
+        await pte_free(mm, prealloc)
+    return ret
+
+
+async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int,
+                          write: bool = True) -> bool:
     """mm/memory.c: handle_mm_fault() -> __handle_mm_fault() -> handle_pte_fault():
-    allocate the upper tables, ``pte_alloc()``, then map the page.  The caller holds
-    the VMA read lock or ``mmap_lock``.  False: VM_FAULT_OOM."""
+    allocate the upper tables; at a none PMD try a huge one (create_huge_pmd():
+    a THP, the huge zero folio for a read, VM_FAULT_FALLBACK to PTEs); at a huge
+    PMD a read is done (huge_pmd_set_accessed()), a write to a read-only one
+    goes to wp_huge_pmd() (the huge zero folio: do_huge_zero_wp_pmd(); else, or
+    on its fallback, split and retry at PTE level); a file range held by a
+    PMD-sized folio gets do_set_pmd(); else ``pte_alloc()`` and map the page.
+    The caller holds the VMA read lock or ``mmap_lock``.  False: VM_FAULT_OOM."""
     geo = mm.geometry
     while True:
         pmd_table = await walk_alloc(mm, addr)
@@ -165,21 +271,30 @@ async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int) -> bool
         idx = geo.index(pmd_table.depth, addr)
         pmdval = await pmd_table.load(idx)
         if pmdval is None and thp_vma_allowable(vma, addr, geo.levels[-2].size):
-            # create_huge_pmd(): a fallback (no huge folio) is not modelled.
-            if not await do_huge_pmd_anonymous_page(mm, vma, pmd_table, idx, addr):
+            if await do_huge_pmd_anonymous_page(mm, vma, pmd_table, idx, addr,
+                                                write) == VM_FAULT_OOM:
                 return False
             pmdval = await pmd_table.load(idx)
         if isinstance(pmdval, Leaf):                      # pmd_trans_huge()
-            if pmdval.writable or not vma.vm_flags & VM_WRITE:
+            if not write or pmdval.writable or not vma.vm_flags & VM_WRITE:
                 return True
-            # wp_huge_pmd() -> do_huge_pmd_wp_page() on a shared (forked) THP:
-            # fallback: split, then handle the write at PTE level.
+            # wp_huge_pmd() -> do_huge_pmd_wp_page(): the huge zero folio is
+            # replaced by a THP if one can be had; otherwise (or a forked THP,
+            # or a file THP) split, then handle the write at PTE level.
+            if pmdval.zero and await do_huge_zero_wp_pmd(
+                    mm, vma, pmd_table, idx, pmdval) != VM_FAULT_FALLBACK:
+                continue
             await __split_huge_pmd(mm, pmd_table, idx, addr)
             continue
-        if pmdval is None:                                # pte_alloc()
-            if not await __pxd_alloc(mm, pmd_table, idx, addr):
+        if pmdval is None:
+            if filemap_map_pmd_ok(mm, vma, addr, write):
+                # do_fault() -> __do_fault() -> finish_fault() -> do_set_pmd()
+                if await do_set_pmd(mm, vma, pmd_table, idx, addr, write) == VM_FAULT_OOM:
+                    return False
+                continue
+            if not await __pxd_alloc(mm, pmd_table, idx, addr):   # pte_alloc()
                 return False
-        if await do_anonymous_page(mm, vma, pmd_table, addr):
+        if await handle_pte_fault(mm, vma, pmd_table, addr, write):
             return True
 
 
@@ -252,7 +367,7 @@ async def zap_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, id
         pte = await pte_offset_map_lock(mm, pmd_table, idx)
         if pte is None:
             return
-        removed = 0
+        removed = rss = 0
         while True:                                   # do { ... } while (addr != end)
             if await need_resched():
                 if mm.config.zap_break_fix:
@@ -263,13 +378,16 @@ async def zap_pte_range(mm: mm_struct, tlb: mmu_gather, pmd_table: PageTable, id
             while addr < end and geo.index(pte.depth, addr) not in pte.entries:
                 addr += size
             if addr < end:
-                if await pte.get_and_clear(geo.index(pte.depth, addr)) is not None:
+                old = await pte.get_and_clear(geo.index(pte.depth, addr))
+                if isinstance(old, Leaf):
                     removed += 1
+                    rss += old.rss              # the zero page is not counted
                 addr += size
             if addr == end:
                 break
+        if rss:
+            await mm_rss_add(mm, -rss)
         if removed:
-            await mm_rss_add(mm, -removed)
             tlb.need_flush = True
         if can_reclaim_pt and direct_reclaim and addr == end:
             direct_reclaim = await try_get_and_clear_pmd(mm, pmd_table, idx)

@@ -15,15 +15,24 @@ from .mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from .mmu_gather import mmu_gather, tlb_finish_mmu, tlb_gather_mmu
 from .pgalloc import pte_lockptr
 from .pgtable import pmd_offset_lockless
-from .types import VM_WRITE, Leaf, PageTable, mm_struct, vm_area_struct
+from .types import (
+    VM_SHARED,
+    VM_WRITE,
+    Leaf,
+    PageTable,
+    can_change_writable,
+    mm_struct,
+    vm_area_struct,
+)
 from .vma import __split_vma, vma_merge_neighbours, vmas_in_range
 
 
 async def change_pte_range(mm: mm_struct, pmd_table: PageTable, idx: int, start: int,
-                           end: int, writable: bool) -> bool:
+                           end: int, writable: bool, shared: bool = False) -> bool:
     """mm/mprotect.c: change_pte_range(): under the PTE lock, rewrite each present
-    PTE of ``[start, end)`` with the new permission.  False (-EAGAIN) if the table
-    went away before it was locked."""
+    PTE of ``[start, end)`` with the new permission (made writable only where
+    ``can_change_pte_writable()``: never the zero page or a private file page).
+    False (-EAGAIN) if the table went away before it was locked."""
     geo = mm.geometry
     pte = await pte_offset_map_lock(mm, pmd_table, idx)
     if pte is None:
@@ -33,21 +42,22 @@ async def change_pte_range(mm: mm_struct, pmd_table: PageTable, idx: int, start:
         i = geo.index(pte.depth, addr)
         if i in pte.entries:
             old = await pte.load(i)
-            if isinstance(old, Leaf) and old.writable != writable:
-                await pte.store(i, Leaf(old.anon, False, 1, writable))
+            if isinstance(old, Leaf) and \
+                    old.writable != (writable and can_change_writable(old, shared)):
+                await pte.store(i, old.wr(not old.writable))
         addr += geo.levels[-1].size
     await pte_unmap_unlock(mm, pte)
     return True
 
 
-def _set_huge(pmd_table: PageTable, idx: int, writable: bool) -> None:
+def _set_huge(pmd_table: PageTable, idx: int, writable: bool, shared: bool) -> None:
     pmd_table.check("change_huge_pmd", "Write")
-    old = pmd_table.entries[idx]
-    pmd_table.entries[idx] = Leaf(old.anon, True, old.nr, writable)
+    old: Leaf = pmd_table.entries[idx]
+    pmd_table.entries[idx] = old.wr(writable and can_change_writable(old, shared))
 
 
 async def change_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int,
-                          writable: bool) -> bool:
+                          writable: bool, shared: bool = False) -> bool:
     """mm/huge_memory.c: change_huge_pmd(): under the PMD lock, rewrite the huge PMD.
     False if it is no longer huge."""
     ptl = pte_lockptr(mm, pmd_table)
@@ -55,7 +65,8 @@ async def change_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int,
     huge = isinstance(await pmd_table.load(idx), Leaf)
     if huge:
         await Call(((pmd_table.loc, UPDATE), (pmd_table.page.alive, UPDATE)),
-                   "change_huge_pmd({0!r}[{1}])", _set_huge, pmd_table, idx, writable)
+                   "change_huge_pmd({0!r}[{1}])", _set_huge, pmd_table, idx, writable,
+                   shared)
     await spin_unlock(ptl)
     return huge
 
@@ -67,6 +78,7 @@ async def change_protection(mm: mm_struct, tlb: mmu_gather, vma: vm_area_struct,
     their lock, retrying on -EAGAIN."""
     geo = mm.geometry
     pmd_size = geo.levels[-2].size
+    shared = bool(vma.vm_flags & VM_SHARED)
     addr = start
     while addr < end:
         nxt = min((addr + pmd_size) & ~(pmd_size - 1), end)
@@ -79,13 +91,13 @@ async def change_protection(mm: mm_struct, tlb: mmu_gather, vma: vm_area_struct,
                     break
                 if isinstance(pmdval, Leaf):
                     if nxt - addr == pmd_size:
-                        if await change_huge_pmd(mm, pmd_table, idx, writable):
+                        if await change_huge_pmd(mm, pmd_table, idx, writable, shared):
                             tlb.need_flush = True
                             break
                     else:
                         await __split_huge_pmd(mm, pmd_table, idx, addr)
                     continue
-                if await change_pte_range(mm, pmd_table, idx, addr, nxt, writable):
+                if await change_pte_range(mm, pmd_table, idx, addr, nxt, writable, shared):
                     tlb.need_flush = True
                     break
         addr = nxt

@@ -85,8 +85,9 @@ async def move_pgt_entry(mm: mm_struct, vma: vm_area_struct, old: PageTable, oi:
 async def move_huge_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: PageTable,
                         ni: int) -> bool:
     """mm/huge_memory.c: move_huge_pmd(): under both PMD locks move the huge PMD;
-    with different locks the deposited table moves too
-    (``pmd_move_must_withdraw()``)."""
+    with different locks the deposited table of an anonymous (or huge zero) PMD
+    moves too (``pmd_move_must_withdraw()``: ``vma_is_anonymous()``); a file
+    THP has none on x86."""
     if await new_pmd.load(ni) is not None:
         return False
     old_ptl, new_ptl = await pmd_lock_both(mm, old_pmd, new_pmd)
@@ -94,7 +95,7 @@ async def move_huge_pmd(mm: mm_struct, old_pmd: PageTable, oi: int, new_pmd: Pag
     moved = isinstance(leaf, Leaf)
     if moved:
         await old_pmd.get_and_clear(oi)
-        if leaf.anon and new_pmd is not old_pmd:
+        if (leaf.anon or leaf.zero) and new_pmd is not old_pmd:
             await pgtable_trans_huge_deposit(new_pmd, await pgtable_trans_huge_withdraw(old_pmd))
         await new_pmd.store(ni, leaf)
         await flush_tlb_mm_range(mm)

@@ -7,7 +7,7 @@ step; a disagreement is an ``accounting`` violation, never a silent drift.
 * NR_PAGETABLE = the base pages of the table pages (of every order) allocated
   and not yet freed (less those whose dtor already ran, before v6.14); the memcg
   "pagetables" charge = the bytes of those allocated ``__GFP_ACCOUNT``;
-* RSS = the leaf entries present;
+* RSS = the leaf entries present, but for the zero page (and huge zero folio);
 * once settled (a grace period passed, no gather open): nothing is waiting to be
   freed, and every live table page is linked in some mm's tree or held by its
   fragment cache (powerpc's ``mm->context.pte_frag``/``pmd_frag`` keep a page
@@ -53,7 +53,7 @@ def census(mm: mm_struct) -> Census:
             if isinstance(v, PageTable):
                 stack.append(v)
             elif isinstance(v, Leaf):
-                leaves += v.nr
+                leaves += v.rss            # the zero page is not in RSS
         # Deposited tables (huge PMDs) are counted in nr_ptes like linked ones.
         stack.extend(t.deposit)
     return Census(tables, nbytes, leaves)

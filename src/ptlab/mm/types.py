@@ -133,20 +133,41 @@ class PageTable:
 
 class Leaf:
     """A present leaf entry: a PTE mapping a page, or a huge PMD mapping ``nr``
-    pages; ``writable`` is the entry's write permission (mprotect changes it)."""
+    pages; ``writable`` is the entry's write permission (mprotect changes it).
+    ``zero``: the shared zero page (or huge zero folio), mapped read-only by a
+    read fault on private anonymous memory; not anonymous, not in RSS."""
 
-    __slots__ = ("anon", "huge", "nr", "writable")
+    __slots__ = ("anon", "huge", "nr", "writable", "zero")
 
     def __init__(self, anon: bool, huge: bool = False, nr: int = 1,
-                 writable: bool = True) -> None:
+                 writable: bool = True, zero: bool = False) -> None:
         self.anon = anon
         self.huge = huge
         self.nr = nr
         self.writable = writable
+        self.zero = zero
 
     def __repr__(self) -> str:
-        return ("huge " if self.huge else "") + ("anon" if self.anon else "file") + \
+        return ("huge " if self.huge else "") + \
+            ("zero" if self.zero else "anon" if self.anon else "file") + \
             ("" if self.writable else " ro")
+
+    @property
+    def rss(self) -> int:
+        """What the entry adds to RSS: the zero page is not counted."""
+        return 0 if self.zero else self.nr
+
+    def wr(self, writable: bool) -> Leaf:
+        """The same mapping with another write permission."""
+        return Leaf(self.anon, self.huge, self.nr, writable, self.zero)
+
+
+def can_change_writable(leaf: Leaf, shared: bool) -> bool:
+    """mm/mprotect.c: can_change_pte_writable() / can_change_pmd_writable(), as
+    far as the model goes: in a private mapping only an anonymous page may be
+    made writable without a fault (never the zero page, never a file page,
+    which must be COWed); in a shared one the page itself."""
+    return not leaf.zero and (leaf.anon or shared)
 
 
 # -- VMAs -------------------------------------------------------------------------------
@@ -211,6 +232,14 @@ class address_space:
         # mapping->i_mmap, the interval tree of the VMAs mapping the file (with
         # their mm), read and written only under i_mmap_rwsem.
         self.i_mmap: list[tuple[mm_struct, vm_area_struct]] = []
+        # mapping->i_pages, as much as page tables need: the page offsets a
+        # fault has brought into the page cache, and the PMD-aligned offsets
+        # whose pages collapse_file() replaced by one PMD-sized folio (which a
+        # fault then maps by a huge PMD, finish_fault() -> do_set_pmd()).
+        # Truncation is not modelled: pages stay cached once there.  (Dicts used
+        # as sets: the checker's snapshots copy plain data only.)
+        self.cached: dict[int, bool] = {}
+        self.huge: dict[int, bool] = {}
 
 
 class mm_struct:
@@ -240,6 +269,11 @@ class mm_struct:
         self.vmas: list[vm_area_struct] = []
         self.vma_loc = new_loc()
         self.rss = atomic_t(self.obj, "mm->rss_stat", 0)
+        # How many PMD-sized folios the model lets this mm allocate
+        # (vma_alloc_folio() for a THP fault, do_huge_zero_wp_pmd(), a
+        # collapse); None: as many as asked.  At 0 the allocation fails:
+        # VM_FAULT_FALLBACK (PTEs), SCAN_ALLOC_HUGE_PAGE_FAIL.
+        self.thp_budget: int | None = None
         # The files this mm maps (shared with a fork child): name -> mapping.
         self.mappings: dict[str, address_space] = {}
         self.mm_users = 1
@@ -312,6 +346,12 @@ def _set_anon_vma(vma: vm_area_struct) -> None:
     vma.anon_vma = True
 
 
+def vma_is_anonymous(vma: vm_area_struct) -> bool:
+    """include/linux/mm.h: vma_is_anonymous(): no ``vm_ops``.  A shared anonymous
+    mapping is shmem (``shmem_zero_setup()``): not anonymous."""
+    return vma.anon and not vma.vm_flags & VM_SHARED
+
+
 def anon_vma_prepare(vma: vm_area_struct) -> Op:
     """mm/rmap.c: anon_vma_prepare(): the VMA gets its ``anon_vma`` (read
     locklessly by khugepaged's retract and by fork's ``vma_needs_copy()``)."""
@@ -328,6 +368,7 @@ __all__ = [
     "PageTable",
     "PmdTable",
     "address_space",
+    "can_change_writable",
     "mm_context_t",
     "mm_dec_nr_ptes",
     "mm_inc_nr_ptes",
@@ -336,4 +377,5 @@ __all__ = [
     "mm_struct",
     "pmd_lock",
     "vm_area_struct",
+    "vma_is_anonymous",
 ]

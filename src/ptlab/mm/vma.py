@@ -166,6 +166,9 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
 def _absorb(mm: mm_struct, keep: vm_area_struct, gone: vm_area_struct) -> None:
     mm.obj.check("vma_iter_store", "Write")
     keep.vm_end = max(keep.vm_end, gone.vm_end)
+    # dup_anon_vma(): the VMA that stays takes the other's anon_vma if it has none
+    # (is_mergeable_anon_vma() let them merge), so a later fork still copies.
+    keep.anon_vma = keep.anon_vma or gone.anon_vma
     mm.vmas.remove(gone)
 
 
