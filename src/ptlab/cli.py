@@ -322,7 +322,7 @@ def _render_validate(report: Any, args: argparse.Namespace) -> str:
 
 def _render_steps(res: Any) -> str:
     head = ["#", "step", "host errno", "host dVmPTE", "model errno", "model dVmPTE",
-            "host VmPTE", "model VmPTE", ""]
+            "host VmPTE", "model VmPTE", "huge host/model", ""]
     rows, host_total, model_total = [], 0, 0
     for s in res.steps:
         if s.what.startswith(("fork", "exit")) or "(" in s.what:
@@ -333,8 +333,9 @@ def _render_steps(res: Any) -> str:
             h_tot, m_tot = str(host_total), str(model_total)
         extra = "" if s.host.child_kib is None else \
             f"child: host {s.host.child_kib}, model {s.model_child}"
+        huge = "" if s.host.huge_kib is None else f"{s.host.huge_kib}/{s.model_huge}"
         rows.append([str(s.index), s.what, s.host.errno or "-", f"{s.host.delta:+}",
-                     s.model_errno or "-", f"{s.model_delta:+}", h_tot, m_tot,
+                     s.model_errno or "-", f"{s.model_delta:+}", h_tot, m_tot, huge,
                      ("" if s.agrees else "<< ") + extra])
     return render_table(head, rows)
 

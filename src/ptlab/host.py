@@ -53,8 +53,9 @@ class HostStep:
     errno: str
     before: int                  # VmPTE (KiB) of the acting process before the calls
     after: int
-    huge_kib: int = 0            # region mapped by huge PMDs (AnonHugePages + *PmdMapped)
+    huge_kib: int | None = None  # region mapped by huge PMDs (AnonHugePages + *PmdMapped)
     child_kib: int | None = None  # fork: the new child's page tables for the regions
+    khugepaged: int = 0          # khugepaged's pages_collapsed after the step
 
     @property
     def delta(self) -> int:
@@ -98,7 +99,8 @@ def run_on_host(workload: dict[str, Any], timeout: float = 60.0) -> HostRun:
             raise HostError(msg["error"])
         elif "step" in msg:
             run.steps.append(HostStep(msg["errno"], msg["before"], msg["after"],
-                                      msg.get("huge", 0), msg.get("child")))
+                                      msg.get("huge"), msg.get("child"),
+                                      msg.get("khugepaged", 0)))
         elif msg.get("done"):
             done = True
     if not done and not run.conflicts:
@@ -144,6 +146,16 @@ def _check(ret: int | None) -> None:
 
 
 _VMPTE = re.compile(rb"^VmPTE:\s+(\d+) kB", re.M)
+_COLLAPSED = "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_collapsed"
+
+
+def khugepaged_collapsed() -> int:
+    """How many huge pages khugepaged has made since boot (0 if it cannot say)."""
+    try:
+        with open(_COLLAPSED, encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def vmpte() -> int:
@@ -392,6 +404,7 @@ def _drive(me: _Proc, steps: list[dict[str, Any]], pairs: list[tuple[int, int, i
             procs.pop(name, None)
             print(json.dumps({"error": f"step {n}: process {name!r} died ({e})"}), flush=True)
             return
+        reply["khugepaged"] = khugepaged_collapsed()
         print(json.dumps(reply), flush=True)
     print(json.dumps({"done": True}), flush=True)
 

@@ -356,7 +356,8 @@ class Simulator:
 
     def huge_kib(self, mm_name: str, lo: int, hi: int) -> int:
         """KiB of ``[lo, hi)`` that ``mm_name`` maps with huge PMDs (what smaps calls
-        AnonHugePages, ShmemPmdMapped and FilePmdMapped)."""
+        AnonHugePages, ShmemPmdMapped and FilePmdMapped: the huge zero folio is
+        none of them)."""
         mm = self.mms.get(mm_name)
         if mm is None or mm.pgd is None:
             return 0
@@ -370,7 +371,7 @@ class Simulator:
                 t = t.entries.get(geo.index(t.depth, addr))
             if isinstance(t, PageTable):
                 leaf = t.entries.get(geo.index(t.depth, addr))
-                if isinstance(leaf, Leaf) and leaf.huge and addr >= lo:
+                if isinstance(leaf, Leaf) and leaf.huge and not leaf.zero and addr >= lo:
                     total += pmd >> 10
             addr += pmd
         return total

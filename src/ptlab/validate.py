@@ -322,13 +322,15 @@ class StepResult:
     model_errno: str
     model_delta: int
     model_child: int | None = None
+    model_huge: int | None = None    # KiB of the region the model maps by huge PMDs
     excluded: str = ""               # why the step was not compared
 
     @property
     def agrees(self) -> bool:
         return bool(self.excluded) or (
             self.host.errno == self.model_errno and self.host.delta == self.model_delta
-            and (self.host.child_kib is None or self.host.child_kib == self.model_child))
+            and (self.host.child_kib is None or self.host.child_kib == self.model_child)
+            and (self.host.huge_kib is None or self.host.huge_kib == self.model_huge))
 
 
 @dataclass
@@ -393,6 +395,7 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
     allocs: Counter[str] = Counter()
     frees: Counter[str] = Counter()
     out: list[StepResult] = []
+    collapsed = host.steps[0].khugepaged if host.steps else 0
     for i, (step, h) in enumerate(zip(wl.steps, host.steps, strict=False)):
         mm = sim.mms.get(step.mm)
         before = mm.pgtables_bytes.value >> 10 if mm is not None else 0
@@ -400,7 +403,7 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
         pages_before = len(sim.kernel.alloc.pages)
         budget = None
         reg = step.to if step.op == "mremap" else step.region
-        if step.op == "touch" and reg is not None and reg.thp:
+        if step.op == "touch" and reg is not None and reg.thp and h.huge_kib is not None:
             # How many huge pages the host's faults got: the model may allocate
             # as many (the rest fall back to PTE tables).
             budget = max(0, (h.huge_kib - sim.huge_kib(step.mm, reg.start,
@@ -431,11 +434,22 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
         what = step.op + ("" if step.region is None else " " + step.region.name) + \
             ("" if step.mm == MAIN_MM else f" ({step.mm})")
         excluded = ""
+        huge = sim.huge_kib(step.mm, reg.start, reg.start + reg.size) \
+            if reg is not None and step.mm in sim.mms else None
         if h.errno in ("ENOMEM", "EAGAIN", "EBUSY") and step.op == "collapse" \
                 and err != h.errno:
             excluded = f"MADV_COLLAPSE failed on the host with {h.errno}, a transient " \
                 "the model does not predict"
-        out.append(StepResult(i, what, _kind(step), h, err, after - before, child, excluded))
+        if h.khugepaged != collapsed and h.huge_kib != huge:
+            # khugepaged collapsed something meanwhile (maybe ours): what the
+            # model was not told of, it cannot follow.
+            out.append(StepResult(i, what, _kind(step), h, err, after - before, child, huge,
+                                  "khugepaged made huge pages during this step: the "
+                                  "rest of the workload is not compared"))
+            break
+        collapsed = h.khugepaged
+        out.append(StepResult(i, what, _kind(step), h, err, after - before, child, huge,
+                              excluded))
     return WorkloadResult(wl, out, allocs, frees)
 
 
@@ -587,9 +601,11 @@ class Report:
             "table_allocs": dict(allocs), "table_frees": dict(frees),
             "mismatches": [{"workload": r.name, "step": m.index, "what": m.what,
                             "host": {"errno": m.host.errno, "delta_kib": m.host.delta,
-                                     "child_kib": m.host.child_kib},
+                                     "child_kib": m.host.child_kib,
+                                     "huge_kib": m.host.huge_kib},
                             "model": {"errno": m.model_errno, "delta_kib": m.model_delta,
-                                      "child_kib": m.model_child}}
+                                      "child_kib": m.model_child,
+                                      "huge_kib": m.model_huge}}
                            for r in self.mismatches if (m := r.mismatch) is not None],
             "saved": [p for p, _ in self.shrunk],
         }

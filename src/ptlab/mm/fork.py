@@ -21,6 +21,7 @@ from .types import (
     VM_WRITE,
     Leaf,
     PageTable,
+    folio_mapcount_add,
     mm_pgtables_add,
     mm_rss_add,
     mm_struct,
@@ -80,6 +81,8 @@ async def copy_huge_pmd(dst_mm: mm_struct, src_mm: mm_struct, dst_pmd: PageTable
     await spin_lock(src_ptl)
     leaf = await src_pmd.load(si)
     assert isinstance(leaf, Leaf)
+    if leaf.folio is not None:
+        await folio_mapcount_add(leaf.folio, 1)
     if not leaf.zero:
         await mm_rss_add(dst_mm, hpage_pmd_nr(dst_mm))
     await mm_pgtables_add(dst_mm, pgtable.depth, 1)

@@ -24,9 +24,12 @@ from .tlbflush import flush_tlb_mm_range
 from .types import (
     VM_HUGEPAGE,
     VM_WRITE,
+    Folio,
     Leaf,
     PageTable,
     anon_vma_prepare,
+    folio_exclusive,
+    folio_mapcount_add,
     mm_pgtables_add,
     mm_rss_add,
     mm_struct,
@@ -131,7 +134,8 @@ async def do_huge_pmd_anonymous_page(mm: mm_struct, vma: vm_area_struct,
     await pgtable_trans_huge_deposit(pmd_table, pgtable)
     nr = hpage_pmd_nr(mm)
     if write:
-        await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE)))
+        await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE),
+                                        folio=Folio()))
         await mm_rss_add(mm, nr)
     else:                                    # set_huge_zero_folio()
         await pmd_table.store(idx, Leaf(False, True, nr, False, zero=True))
@@ -155,7 +159,8 @@ async def do_huge_zero_wp_pmd(mm: mm_struct, vma: vm_area_struct, pmd_table: Pag
         await pmd_table.get_and_clear(idx)
         await flush_tlb_mm_range(mm)
         nr = hpage_pmd_nr(mm)
-        await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE)))
+        await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE),
+                                        folio=Folio()))
         await mm_rss_add(mm, nr)
     await spin_unlock(ptl)
     return 0
@@ -167,6 +172,23 @@ async def zap_deposited_table(mm: mm_struct, pmd_table: PageTable) -> None:
     pgtable = await pgtable_trans_huge_withdraw(pmd_table)
     await pte_free(mm, pgtable)
     await mm_pgtables_add(mm, pgtable.depth, -1)
+
+
+async def do_huge_pmd_wp_page(mm: mm_struct, pmd_table: PageTable, idx: int,
+                              orig: Leaf) -> bool:
+    """mm/huge_memory.c: do_huge_pmd_wp_page() for an anonymous THP: under the PMD
+    lock, if the PMD is unchanged and the folio is exclusive (PageAnonExclusive,
+    or a reference count of one once a fork's child has let go) it is reused:
+    the write bit is set and the THP stays.  False: still shared, the caller
+    splits it and COWs at PTE level (``fallback``)."""
+    ptl = pte_lockptr(mm, pmd_table)
+    await spin_lock(ptl)
+    reuse = await pmd_table.load(idx) is orig and orig.folio is not None \
+        and bool(await folio_exclusive(orig.folio))
+    if reuse:
+        await pmd_table.store(idx, orig.wr(True))   # pmdp_set_access_flags()
+    await spin_unlock(ptl)
+    return reuse
 
 
 async def zap_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int) -> bool:
@@ -181,6 +203,8 @@ async def zap_huge_pmd(mm: mm_struct, pmd_table: PageTable, idx: int) -> bool:
         await spin_unlock(ptl)
         return False
     await pmd_table.get_and_clear(idx)        # pmdp_huge_get_and_clear_full()
+    if orig.folio is not None:
+        await folio_mapcount_add(orig.folio, -1)
     if orig.anon or orig.zero or mm.geometry.needs_pgtable_deposit:
         await zap_deposited_table(mm, pmd_table)
     if orig.rss:

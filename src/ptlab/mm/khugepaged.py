@@ -53,6 +53,7 @@ from .rmap import (
 from .tlbflush import flush_tlb_mm_range
 from .types import (
     VM_WRITE,
+    Folio,
     Leaf,
     PageTable,
     address_space,
@@ -191,7 +192,8 @@ async def collapse_huge_page(mm: mm_struct, addr: int, khugepaged: bool = True) 
     await mm_rss_add(mm, nr - present)
     await spin_lock(pmd_ptl)
     await pgtable_trans_huge_deposit(pmd_table, pgtable)
-    await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE)))
+    await pmd_table.store(idx, Leaf(True, True, nr, bool(vma.vm_flags & VM_WRITE),
+                                    folio=Folio()))
     await spin_unlock(pmd_ptl)
     await mmap_write_unlock(mm)
     return Scan.SCAN_SUCCEED

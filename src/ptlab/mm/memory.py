@@ -33,6 +33,7 @@ from .huge_memory import (
     VM_FAULT_OOM,
     __split_huge_pmd,
     do_huge_pmd_anonymous_page,
+    do_huge_pmd_wp_page,
     do_huge_zero_wp_pmd,
     hpage_pmd_nr,
     pgtable_trans_huge_deposit,
@@ -283,6 +284,9 @@ async def handle_mm_fault(mm: mm_struct, vma: vm_area_struct, addr: int,
             # or a file THP) split, then handle the write at PTE level.
             if pmdval.zero and await do_huge_zero_wp_pmd(
                     mm, vma, pmd_table, idx, pmdval) != VM_FAULT_FALLBACK:
+                continue
+            if pmdval.folio is not None and await do_huge_pmd_wp_page(
+                    mm, pmd_table, idx, pmdval):
                 continue
             await __split_huge_pmd(mm, pmd_table, idx, addr)
             continue

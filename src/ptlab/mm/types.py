@@ -131,21 +131,54 @@ class PageTable:
         return Call(self._rfp, "scan({0.name})", PageTable._count, self)
 
 
+class Folio:
+    """An anonymous THP, as far as a write fault asks: how many mms map it
+    (``folio_mapcount()``); one means PageAnonExclusive, and a write fault to its
+    write-protected huge PMD reuses it instead of splitting it."""
+
+    __slots__ = ("loc", "mapcount")
+
+    def __init__(self) -> None:
+        self.loc = new_loc()
+        self.mapcount = 1
+
+
+def _folio_add(folio: Folio, n: int) -> None:
+    folio.mapcount += n
+
+
+def folio_mapcount_add(folio: Folio, n: int) -> Step:
+    """folio_try_dup_anon_rmap_pmd() (fork, +1) / folio_remove_rmap_pmd() (zap, -1)."""
+    return call(((folio.loc, UPDATE),), "folio_mapcount {1:+}", _folio_add, folio, n)
+
+
+def _folio_exclusive(folio: Folio) -> bool:
+    return folio.mapcount == 1
+
+
+def folio_exclusive(folio: Folio) -> Step:
+    """PageAnonExclusive() / ``folio_ref_count() == 1`` in do_huge_pmd_wp_page()."""
+    return call(((folio.loc, READ),), "PageAnonExclusive()", _folio_exclusive, folio)
+
+
 class Leaf:
     """A present leaf entry: a PTE mapping a page, or a huge PMD mapping ``nr``
     pages; ``writable`` is the entry's write permission (mprotect changes it).
     ``zero``: the shared zero page (or huge zero folio), mapped read-only by a
-    read fault on private anonymous memory; not anonymous, not in RSS."""
+    read fault on private anonymous memory; not anonymous, not in RSS.
+    ``folio``: an anonymous THP's :class:`Folio` (shared with a fork's child)."""
 
-    __slots__ = ("anon", "huge", "nr", "writable", "zero")
+    __slots__ = ("anon", "folio", "huge", "nr", "writable", "zero")
 
     def __init__(self, anon: bool, huge: bool = False, nr: int = 1,
-                 writable: bool = True, zero: bool = False) -> None:
+                 writable: bool = True, zero: bool = False,
+                 folio: Folio | None = None) -> None:
         self.anon = anon
         self.huge = huge
         self.nr = nr
         self.writable = writable
         self.zero = zero
+        self.folio = folio
 
     def __repr__(self) -> str:
         return ("huge " if self.huge else "") + \
@@ -159,15 +192,17 @@ class Leaf:
 
     def wr(self, writable: bool) -> Leaf:
         """The same mapping with another write permission."""
-        return Leaf(self.anon, self.huge, self.nr, writable, self.zero)
+        return Leaf(self.anon, self.huge, self.nr, writable, self.zero, self.folio)
 
 
 def can_change_writable(leaf: Leaf, shared: bool) -> bool:
     """mm/mprotect.c: can_change_pte_writable() / can_change_pmd_writable(), as
     far as the model goes: in a private mapping only an anonymous page may be
     made writable without a fault (never the zero page, never a file page,
-    which must be COWed); in a shared one the page itself."""
-    return not leaf.zero and (leaf.anon or shared)
+    which must be COWed, never a THP a fork's child still maps: not
+    PageAnonExclusive); in a shared one the page itself."""
+    return not leaf.zero and (leaf.anon or shared) and (
+        leaf.folio is None or leaf.folio.mapcount == 1)
 
 
 # -- VMAs -------------------------------------------------------------------------------
@@ -364,11 +399,14 @@ __all__ = [
     "VM_READ",
     "VM_SHARED",
     "VM_WRITE",
+    "Folio",
     "Leaf",
     "PageTable",
     "PmdTable",
     "address_space",
     "can_change_writable",
+    "folio_exclusive",
+    "folio_mapcount_add",
     "mm_context_t",
     "mm_dec_nr_ptes",
     "mm_inc_nr_ptes",
