@@ -305,6 +305,9 @@ def _render_validate(report: Any, args: argparse.Namespace) -> str:
     total = sum(d["steps_compared"].values())
     lines.append(f"steps compared ({total}): " + ", ".join(
         f"{k} {v}" for k, v in d["steps_compared"].items()))
+    if d["errors_compared"]:
+        lines.append("of which failed on the host, as the model predicted: " + ", ".join(
+            f"{k} {v}" for k, v in d["errors_compared"].items()))
     if d["steps_excluded"]:
         lines.append("steps excluded: " + ", ".join(
             f"{k} {v}" for k, v in d["steps_excluded"].items()))

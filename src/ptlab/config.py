@@ -112,6 +112,10 @@ class KernelConfig:
     #: maps the huge PMD (v6.18, Kiryl Shutsemau, "mm/khugepaged: Do not fail
     #: collapse_pte_mapped_thp() on SCAN_PMD_NULL"); before, -EINVAL.
     collapse_installs_tables: bool = False
+    #: mremap(MREMAP_FIXED) of an unchanged size moves every VMA in the range,
+    #: gaps and all (v6.17, Lorenzo Stoakes, "mm/mremap: permit mremap() move of
+    #: multiple VMAs"); before, the range had to be inside one VMA (-EFAULT).
+    mremap_multi_vma: bool = False
 
     def replace(self, **changes: object) -> KernelConfig:
         """A variant of this configuration (``name`` says it differs)."""
@@ -144,13 +148,15 @@ ERAS: dict[str, KernelConfig] = {
     "v6.18": _V65.replace(name="v6.18", retract_free="defer", pt_reclaim=True,
                           table_free_one="call_rcu",
                           dtor_at_free=True, vma_refcount=True,
-                          collapse_needs_writable=False, collapse_installs_tables=True),
+                          collapse_needs_writable=False, collapse_installs_tables=True,
+                          mremap_multi_vma=True),
     # 2026 mm-unstable: PT_RECLAIM def_bool y; synchronize_rcu() fallback without it.
     "2026": _V65.replace(name="2026", retract_free="defer", pt_reclaim=True,
                          table_free_one="call_rcu",
                          dtor_at_free=True, vma_refcount=True, reclaim_nonsplit_fix=True,
                          pt_reclaim_any_arch=True, table_free_fallback="synchronize_rcu",
-                         collapse_needs_writable=False, collapse_installs_tables=True),
+                         collapse_needs_writable=False, collapse_installs_tables=True,
+                         mremap_multi_vma=True),
 }
 
 DEFAULT_ERA = "v6.18"

@@ -166,6 +166,28 @@ class _Layout:
     def writable(self, name: str, lo: int, hi: int) -> bool:
         return all(self.pages[name][lo:hi])
 
+    def unmapped_range(self, name: str, lo: int, hi: int) -> bool:
+        return all(p is None for p in self.pages[name][lo:hi])
+
+    def mprotect(self, name: str, lo: int, hi: int, rw: bool) -> None:
+        """As do_mprotect_pkey(): from ``lo`` up to the first hole, if ``lo`` is
+        mapped (a range that starts in a hole changes nothing)."""
+        pages = self.pages[name]
+        i = lo
+        while i < hi and pages[i] is not None:
+            pages[i] = rw
+            i += 1
+
+    def mremap(self, name: str, to: str, multi_vma: bool) -> bool:
+        """As mremap(MREMAP_FIXED) of the whole region: whether it moves (see
+        ``mm.mremap.mremap``: one VMA, or since v6.17 any VMAs but no gap first)."""
+        pages = self.pages[name]
+        if not self.unmapped(to) or pages[0] is None or not (
+                multi_vma or self.one_vma(name)):
+            return False
+        self.pages[to], self.pages[name] = pages, [None] * len(pages)
+        return True
+
     def one_vma(self, name: str) -> bool:
         pages = self.pages[name]
         return pages[0] is not None and all(p == pages[0] for p in pages)
@@ -212,10 +234,12 @@ def _subrange(rng: random.Random, size: int) -> tuple[int, int]:
     return lo * PAGE, (hi - lo) * PAGE
 
 
-def generate(seed: int, index: int, nops: int, base: int = WINDOW) -> str:
+def generate(seed: int, index: int, nops: int, base: int = WINDOW,
+             multi_vma_mremap: bool = True) -> str:
     """Workload ``index`` of ``seed``: ``nops`` steps that are valid on the host by
     construction (no touch of an unmapped page, no write to a read-only one), as
-    ``simulate`` TOML."""
+    ``simulate`` TOML.  ``multi_vma_mremap``: the host's mremap() moves several
+    VMAs at once (v6.17+), which decides where a region's pages are after one."""
     rng = random.Random(f"{seed}/{index}")
     regs = _regions(rng, base)
     by_name = {r.name: r for r in regs}
@@ -230,7 +254,7 @@ def generate(seed: int, index: int, nops: int, base: int = WINDOW) -> str:
             kinds.append(("map", 2 if not mapped else 0.5))
         if mapped:
             kinds += [("touch", 4), ("madvise", 1), ("mprotect", 1), ("unmap", 1),
-                      ("collapse", 0.7), ("mremap", 0.7)]
+                      ("collapse", 0.7), ("mremap", 0.7), ("fails", 0.3)]
             if len(steps) + 2 <= nops:
                 kinds.append(("fork", 0.5))
         kind = rng.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
@@ -240,9 +264,11 @@ def generate(seed: int, index: int, nops: int, base: int = WINDOW) -> str:
         elif kind == "touch":
             step = _op_touch(rng, mapped, lay)
         elif kind == "mremap":
-            step = _op_mremap(rng, mapped, by_name, lay)
+            step = _op_mremap(rng, mapped, by_name, lay, multi_vma_mremap)
         elif kind == "fork":
             step = {"op": "fork"}
+        elif kind == "fails":
+            step = _op_failing(rng, mapped, by_name, lay, multi_vma_mremap)
         else:
             step = _op_range(rng, mapped, lay, kind)
         if step is None:
@@ -293,20 +319,48 @@ def _op_range(rng: random.Random, mapped: list[_Reg], lay: _Layout,
     elif op == "mprotect":
         rw = rng.random() < 0.5
         step["prot"] = "rw" if rw else "r"
-        lay.pages[r.name][lo:hi] = [rw] * (hi - lo)
+        lay.mprotect(r.name, lo, hi, rw)
     elif op == "unmap":
         lay.pages[r.name][lo:hi] = [None] * (hi - lo)
     return step
 
 
+def _op_failing(rng: random.Random, mapped: list[_Reg], by_name: dict[str, _Reg],
+                lay: _Layout, multi_vma: bool) -> dict[str, Any] | None:
+    """A call that meets holes or VMA boundaries: madvise, mprotect or
+    MADV_COLLAPSE over a range with a hole (-ENOMEM; the mapped part before the
+    hole is still done), or mremap of a region that is no longer one VMA (since
+    v6.17 it moves unless a hole opens it; before, -EFAULT)."""
+    holey = [r for r in mapped if not lay.mapped(r.name)]
+    split = [r for r in mapped if not lay.one_vma(r.name) and lay.unmapped(r.peer)]
+    if split and (not holey or rng.random() < 0.3):
+        r = rng.choice(split)
+        lay.mremap(r.name, r.peer, multi_vma)
+        return {"op": "mremap", "region": r.name, "to": by_name[r.peer].name}
+    if not holey:
+        return None
+    r = rng.choice(holey)
+    off, length = _subrange(rng, r.size)
+    lo, hi = off // PAGE, (off + length) // PAGE
+    if lay.mapped(r.name, lo, hi) or lay.unmapped_range(r.name, lo, hi):
+        return None
+    op = rng.choice(("madvise", "mprotect", "collapse"))
+    step: dict[str, Any] = {"op": op, "region": r.name, "offset": off, "length": length}
+    if op == "madvise":
+        step["advice"] = "dontneed"
+    elif op == "mprotect":
+        step["prot"] = rng.choice(("r", "rw"))
+        lay.mprotect(r.name, lo, hi, step["prot"] == "rw")
+    return step
+
+
 def _op_mremap(rng: random.Random, mapped: list[_Reg], by_name: dict[str, _Reg],
-               lay: _Layout) -> dict[str, Any] | None:
+               lay: _Layout, multi_vma: bool) -> dict[str, Any] | None:
     movable = [r for r in mapped if lay.one_vma(r.name) and lay.unmapped(r.peer)]
     if not movable:
         return None
     r = rng.choice(movable)
-    lay.pages[r.peer] = lay.pages[r.name]
-    lay.pages[r.name] = [None] * (r.size // PAGE)
+    lay.mremap(r.name, r.peer, multi_vma)
     return {"op": "mremap", "region": r.name, "to": by_name[r.peer].name}
 
 
@@ -509,7 +563,7 @@ def shrink_workload(wl: Workload, hk: HostKernel, max_runs: int = 200) -> Worklo
         i, changed = 0, False
         while i < len(steps) and runs < max_runs:
             cand = dataclasses.replace(wl, steps=steps[:i] + steps[i + chunk:])
-            if cand.steps and runnable(cand):
+            if cand.steps and runnable(cand, hk.config.mremap_multi_vma):
                 runs += 1
                 if _still_wrong(cand, hk, op):
                     steps, changed = cand.steps, True
@@ -520,10 +574,10 @@ def shrink_workload(wl: Workload, hk: HostKernel, max_runs: int = 200) -> Worklo
     return dataclasses.replace(wl, steps=steps)
 
 
-def runnable(wl: Workload) -> bool:
+def runnable(wl: Workload, multi_vma_mremap: bool = True) -> bool:
     """Whether ``wl`` is safe to run on the host: every touched page mapped, every
     write to a writable one, every region mapped once, a child's steps after its
-    fork, mremap of one whole VMA to an unmapped region."""
+    fork, mremap to an unmapped region (of a region that is one VMA, or it fails)."""
     lays: dict[str, _Layout] = {MAIN_MM: _Layout({r.name: r.size for r in wl.regions.values()})}
     for s in wl.steps:
         lay = lays.get(s.mm)
@@ -543,21 +597,20 @@ def runnable(wl: Workload) -> bool:
             if not lay.unmapped(name):
                 return False
             lay.pages[name] = [True] * (s.region.size // PAGE)
-        elif not lay.mapped(name, lo, hi):
-            return False                     # the generator's world: no holes
+        elif lay.unmapped(name):
+            return False                     # the model wants some of it mapped
         elif s.op == "touch":
-            if s.access == "write" and not lay.writable(name, lo, hi):
+            if not lay.mapped(name, lo, hi) or (s.access == "write"
+                                               and not lay.writable(name, lo, hi)):
                 return False
         elif s.op == "mprotect":
-            lay.pages[name][lo:hi] = [p if p is None else s.prot == "rw"
-                                      for p in lay.pages[name][lo:hi]]
+            lay.mprotect(name, lo, hi, s.prot == "rw")
         elif s.op == "unmap":
             lay.pages[name][lo:hi] = [None] * (hi - lo)
         elif s.op == "mremap" and s.to is not None:
-            if not lay.one_vma(name) or not lay.unmapped(s.to.name):
+            if not lay.unmapped(s.to.name):
                 return False
-            lay.pages[s.to.name] = lay.pages[name]
-            lay.pages[name] = [None] * (s.region.size // PAGE)
+            lay.mremap(name, s.to.name, multi_vma_mremap)   # or -EFAULT: nothing moves
     return True
 
 
@@ -596,6 +649,9 @@ class Report:
             "host_errors": {r.name: r.error for r in self.results if r.error},
             "steps_compared": dict(sorted(compared.items())),
             "steps_excluded": dict(sorted(excluded.items())),
+            "errors_compared": dict(sorted(Counter(
+                s.host.errno for r in self.results for s in r.steps
+                if s.host.errno and not s.excluded).items())),
             "exclusions": sorted({s.excluded for r in self.results for s in r.steps
                                   if s.excluded}),
             "table_allocs": dict(allocs), "table_frees": dict(frees),
@@ -617,11 +673,13 @@ def validate(workloads: int, ops: int, seed: int, files: list[Workload],
     """Generated workloads (``workloads`` of ``ops`` steps from ``seed``), or the
     given ones, each on the host and in the model."""
     hk = detect_host()
-    items = list(files) or [parse_workload(f"seed-{seed}-{i}", generate(seed, i, ops))
-                            for i in range(workloads)]
+    multi = hk.config.mremap_multi_vma
+    items = list(files) or [
+        parse_workload(f"seed-{seed}-{i}", generate(seed, i, ops, multi_vma_mremap=multi))
+        for i in range(workloads)]
     report = Report(hk, [])
     for wl in items:
-        if not runnable(wl):
+        if not runnable(wl, multi):
             raise WorkloadError(f"{wl.path}: not safe to run on the host (a touch of an "
                                 "unmapped or read-only page, or a step of a process "
                                 "that does not exist)")

@@ -128,23 +128,26 @@ async def mprotect_fixup(mm: mm_struct, tlb: mmu_gather, vma: vm_area_struct, st
 async def do_mprotect_pkey(mm: mm_struct, start: int, length: int, writable: bool) -> bool:
     """mm/mprotect.c: do_mprotect_pkey(): under ``mmap_write_lock``, with one
     ``mmu_gather`` for the whole call, fix up each VMA in ``[start, start+len)``.
-    False (-ENOMEM) if part of the range is unmapped."""
+    A range that starts in a hole changes nothing; one with a hole later has the
+    VMAs before the hole changed ("if (vma->vm_start != tmp) { error = -ENOMEM;
+    break; }").  False (-ENOMEM) if part of the range is unmapped."""
     end = start + length
     await mmap_write_lock(mm)
     vmas = vmas_in_range(mm, start, end)
-    covered = start
-    for vma in vmas:
-        if vma.vm_start > covered:
-            break
-        covered = vma.vm_end
-    if not vmas or covered < end:
+    if not vmas or vmas[0].vm_start > start:
         await mmap_write_unlock(mm)
         return False
-    tlb = tlb_gather_mmu(mm)
+    reach = start
     for vma in vmas:
+        if vma.vm_start > reach:
+            break
+        reach = vma.vm_end
+    stop = min(end, reach)
+    tlb = tlb_gather_mmu(mm)
+    for vma in vmas_in_range(mm, start, stop):
         newflags = (vma.vm_flags | VM_WRITE) if writable else (vma.vm_flags & ~VM_WRITE)
-        await mprotect_fixup(mm, tlb, vma, max(start, vma.vm_start), min(end, vma.vm_end),
+        await mprotect_fixup(mm, tlb, vma, max(start, vma.vm_start), min(stop, vma.vm_end),
                              newflags)
     await tlb_finish_mmu(tlb)
     await mmap_write_unlock(mm)
-    return True
+    return stop >= end

@@ -202,18 +202,34 @@ async def move_page_tables(mm: mm_struct, vma: vm_area_struct, old_addr: int, ne
 
 async def mremap(mm: mm_struct, old_addr: int, length: int, new_addr: int) -> bool:
     """mm/mremap.c: mremap(old_addr, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
-    new_addr): unmap whatever is at the destination, then ``move_vma()``:
-    write-lock the VMA (no racing faults), ``copy_vma()`` the new VMA,
-    ``move_page_tables()``, and unmap the old range.  False (-EFAULT) when
-    ``[old_addr, +len)`` is not inside one VMA, or the ranges overlap."""
+    new_addr).  Until v6.16 ``[old_addr, +len)`` must lie inside one VMA; since
+    v6.17 (``mremap_multi_vma``: remap_move(), "mm/mremap: permit mremap() move
+    of multiple VMAs") every VMA in it moves, each to the same offset in the new
+    range (gaps kept), but no gap may open the range.  Each piece:
+    :func:`move_vma`.  False (-EFAULT) when the range does not qualify, or the
+    ranges overlap."""
+    end = old_addr + length
     await mmap_write_lock(mm)
-    vmas = vmas_in_range(mm, old_addr, old_addr + length)
-    if (len(vmas) != 1 or vmas[0].vm_start > old_addr
-            or vmas[0].vm_end < old_addr + length
-            or not (new_addr + length <= old_addr or old_addr + length <= new_addr)):
+    vmas = vmas_in_range(mm, old_addr, end)
+    ok = bool(vmas) and vmas[0].vm_start <= old_addr and (
+        new_addr + length <= old_addr or end <= new_addr)
+    if ok and not mm.config.mremap_multi_vma:
+        ok = len(vmas) == 1 and vmas[0].vm_end >= end
+    if not ok:
         await mmap_write_unlock(mm)
         return False
-    vma = vmas[0]
+    for vma in vmas:
+        lo, hi = max(old_addr, vma.vm_start), min(end, vma.vm_end)
+        await move_vma(mm, vma, lo, new_addr + (lo - old_addr), hi - lo)
+    await mmap_write_unlock(mm)
+    return True
+
+
+async def move_vma(mm: mm_struct, vma: vm_area_struct, old_addr: int, new_addr: int,
+                   length: int) -> None:
+    """mm/mremap.c: mremap_to() -> move_vma() for ``[old_addr, +len)`` of ``vma``:
+    unmap whatever is at the destination, write-lock the VMA (no racing faults),
+    ``copy_vma()`` the new VMA, ``move_page_tables()``, and unmap the old range."""
     await do_vmi_align_munmap(mm, new_addr, new_addr + length, unlock=False)  # mremap_to()
     await vma_start_write(mm, vma)
     new_vma = copy_vma(mm, vma, old_addr, new_addr, length)
@@ -224,8 +240,6 @@ async def mremap(mm: mm_struct, old_addr: int, length: int, new_addr: int) -> bo
         raise ModelViolation("model-limit", "mremap: move_page_tables() ran out of memory; "
                              "moving back is not modelled")
     await do_vmi_align_munmap(mm, old_addr, old_addr + length, unlock=False)
-    await mmap_write_unlock(mm)
-    return True
 
 
 def copy_vma(mm: mm_struct, vma: vm_area_struct, old_addr: int, new_addr: int,
