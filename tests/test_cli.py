@@ -47,7 +47,8 @@ def test_safe_designs_exit_0_exhaustively(capsys: pytest.CaptureFixture[str],
 
 
 def test_rcu_head_per_table_exits_1_with_a_walker_uaf(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "check", SC, "--variant", "rcu-head-per-table", "--json")
+    code, out, _ = run(capsys, "check", SC, "--variant", "rcu-head-per-table", "--json",
+                       "--local-shrink")
     doc = json.loads(out)
     assert code == 1
     assert doc["violation"]["kind"] == "use-after-free"
@@ -59,7 +60,7 @@ def test_replay_reproduces_the_violation_step_for_step(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "t.json"
     code, out, _ = run(capsys, "check", SC, "--variant", "rcu-head-per-table",
-                       "--trace-out", str(path))
+                       "--trace-out", str(path), "--local-shrink")
     assert code == 1 and path.exists()
     checked = out[out.index("step "):out.index("=====")]
     code, replayed, _ = run(capsys, "replay", str(path))

@@ -25,7 +25,7 @@ from .engine import (
     encode,
     shrink,
 )
-from .engine.schedule import run_schedule
+from .engine.schedule import run_schedule, shrink_exhaustive
 from .scenarios import OK, SCENARIOS, Scenario
 
 STRATEGIES = ("dpor", "random", "pct")
@@ -52,6 +52,7 @@ class CheckSpec:
     depth: int = 3
     max_steps: int | None = None   # per thread per execution; None: the scenario's
     deep: bool = False             # the scenarios' deep bounds
+    minimal: bool = False          # shrink to the fewest context switches of all
 
 
 @dataclass
@@ -63,6 +64,7 @@ class CheckOutcome:
     schedule: list[int] | None = None        # shrunk, replayable
     trace: list[TraceStep] | None = None
     violation: Violation | None = None
+    shrunk: str = ""                          # how the schedule was shrunk
 
     @property
     def found(self) -> str:
@@ -157,8 +159,16 @@ def run_check(spec: CheckSpec, *, shrink_runs: int = 300) -> CheckOutcome:
                      max_executions=spec.executions or SAMPLING_BUDGET, max_steps=steps).run()
     out = CheckOutcome(spec, params, sc.variant(spec.variant).expect, result)
     if result.violation is not None and result.schedule is not None:
-        sched = shrink(make, result.schedule, result.violation.kind, max_runs=shrink_runs,
-                       max_steps=steps)
+        kind = result.violation.kind
+        best: list[int] | None = None
+        if spec.minimal:
+            best, n = shrink_exhaustive(make, kind, max_steps=steps)
+            out.shrunk = (f"the fewest of any {kind} (all traces: {n:,} executions)"
+                          if best is not None else
+                          f"by local search (all traces need more than {n:,} executions)")
+        sched = best or shrink(make, result.schedule, kind, max_runs=shrink_runs,
+                               max_steps=steps)
+        out.shrunk = out.shrunk or "by local search"
         ex, eo = run_schedule(make, Replay(sched), trace=True, max_steps=steps)
         if eo.violation is None or eo.violation.kind != result.violation.kind:
             sched = result.schedule  # shrinking must never lose the finding

@@ -101,7 +101,7 @@ def _print_outcome(out: CheckOutcome, long: bool) -> None:
     assert out.schedule is not None and out.trace is not None
     print(f"verdict: violation {v.kind} — {v.message}; expected: {out.expected}")
     print(f"schedule ({len(out.schedule)} steps, {context_switches(out.schedule)} context "
-          f"switches): {encode(out.schedule)}")
+          f"switches, {out.shrunk}): {encode(out.schedule)}")
     print()
     print(render_trace(out.trace, v.step))
     if long:
@@ -122,7 +122,7 @@ def _html(out: CheckOutcome) -> str:
     assert out.schedule is not None and out.trace is not None
     summary.append(f"verdict: violation {v.kind}: {v.message}; expected: {out.expected}")
     summary.append(f"schedule ({len(out.schedule)} steps, {context_switches(out.schedule)} "
-                   f"context switches): {encode(out.schedule)}")
+                   f"context switches, {out.shrunk}): {encode(out.schedule)}")
     return render_html(title, summary, out.trace, v.step, v.report)
 
 
@@ -139,7 +139,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     outs = []
     for var in variants:
         spec = CheckSpec(sc.name, var, overrides, args.strategy, args.executions, args.seed,
-                         args.preemptions, args.depth, args.max_steps, args.deep)
+                         args.preemptions, args.depth, args.max_steps, args.deep,
+                         minimal=not args.local_shrink)
         outs.append(run_check(spec))
     if args.trace_out:
         bad = [o for o in outs if o.violation is not None]
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "execution before it is reported as a livelock")
     c.add_argument("--deep", action="store_true", help="the scenarios' heavier bounds "
                    "(more walkers, fragments, faults): minutes, not seconds")
+    c.add_argument("--local-shrink", action="store_true", help="shrink the counterexample "
+                   "by local search only, not to the fewest context switches of all "
+                   "(which explores every trace)")
     c.add_argument("--json", action="store_true")
     c.add_argument("--long", action="store_true", help="also list every step with its call chain")
     c.add_argument("--trace-out", metavar="FILE", help="save the counterexample for 'ptlab replay'")

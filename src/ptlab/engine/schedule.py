@@ -10,6 +10,7 @@ fewer context switches that still shows the same kind of violation.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
 
 from .execution import (
@@ -153,21 +154,102 @@ def calm_order(ev_thread: list[int], ev_label: list[int],
     return [ev_label[j] for j in order]
 
 
+def calmest_order(ev_thread: list[int], ev_label: list[int],
+                  dependent: Callable[[int, int], bool],
+                  max_states: int = 200_000) -> list[int] | None:
+    """The schedule of the same Mazurkiewicz trace with the fewest context
+    switches, or None if the search would visit more than ``max_states`` states.
+
+    Each thread's steps form a chain; a step may run once its thread has done
+    the steps before it and every earlier step it depends on has run.  A state
+    is how far each thread has got plus which thread ran last; running the same
+    thread again costs nothing, another costs one switch: a 0-1 breadth-first
+    search finds the cheapest order.  The last step (the violation) stays last.
+    """
+    n = len(ev_thread)
+    threads = sorted(set(ev_thread))
+    slot = {t: k for k, t in enumerate(threads)}
+    chains: list[list[int]] = [[] for _ in threads]
+    pos = [0] * n
+    for j in range(n):
+        chain = chains[slot[ev_thread[j]]]
+        pos[j] = len(chain)
+        chain.append(j)
+    # need[j][k]: how far thread k must have got before step j may run.
+    need = [[0] * len(threads) for _ in range(n)]
+    for j in range(n):
+        row = need[j]
+        for i in range(j):
+            if dependent(i, j):
+                k = slot[ev_thread[i]]
+                row[k] = max(row[k], pos[i] + 1)
+    last = n - 1
+    start = (tuple(0 for _ in threads), -1)
+    goal = tuple(len(c) for c in chains)
+    dist: dict[tuple[tuple[int, ...], int], int] = {start: 0}
+    parent: dict[tuple[tuple[int, ...], int], tuple[tuple[tuple[int, ...], int], int]] = {}
+    queue: deque[tuple[tuple[int, ...], int]] = deque([start])
+    while queue:
+        state = queue.popleft()
+        at, cur = state
+        if at == goal:
+            order: list[int] = []
+            while state != start:
+                state, step = parent[state]
+                order.append(step)
+            return [ev_label[j] for j in reversed(order)]
+        d = dist[state]
+        done_others = sum(at) == n - 1
+        for k, chain in enumerate(chains):
+            if at[k] == len(chain):
+                continue
+            j = chain[at[k]]
+            if j == last and not done_others:
+                continue
+            if any(at[m] < need[j][m] for m in range(len(chains))):
+                continue
+            nxt = (at[:k] + (at[k] + 1,) + at[k + 1:], k)
+            cost = d + (0 if k == cur or cur < 0 else 1)
+            if cost < dist.get(nxt, cost + 1):
+                dist[nxt] = cost
+                parent[nxt] = (state, j)
+                if len(dist) > max_states:
+                    return None
+                # NOTE: 0-1 BFS: a free step goes to the front of the queue.
+                if cost == d:
+                    queue.appendleft(nxt)
+                else:
+                    queue.append(nxt)
+    return None
+
+
 def shrink(make_model: Callable[[], Model], labels: list[int], kind: str, *,
            max_runs: int = 300, max_steps: int = 10_000) -> list[int]:
-    """Fewer context switches, same kind of violation: first the calmest schedule of
-    the same trace, then greedy moves that may change the trace (bounded)."""
+    """Fewer context switches, same kind of violation: the calmest schedule of the
+    same trace (:func:`calmest_order`, exact), then greedy moves that may change
+    the trace (bounded by ``max_runs``), each new trace calmed again.  Minimal
+    within every trace it reaches; across traces it is a local search."""
     from .dpor import dependent
+
+    def calmest(ex: Execution) -> list[int]:
+        th, fps = ex.ev_thread, ex.ev_fp
+
+        def dep(i: int, j: int) -> bool:
+            return th[i] == th[j] or dependent(th[i], fps[i], th[j], fps[j])
+
+        return calmest_order(th, ex.ev_label, dep) or calm_order(th, ex.ev_label, dep)
+
+    def better(cand: list[int], than: list[int]) -> bool:
+        if context_switches(cand) >= context_switches(than):
+            return False
+        _, out = run_schedule(make_model, Replay(cand), max_steps=max_steps)
+        return out.violation is not None and out.violation.kind == kind
 
     ex, out = run_schedule(make_model, Replay(labels), max_steps=max_steps)
     best = labels
     if out.violation is not None and out.violation.kind == kind:
-        th, fps = ex.ev_thread, ex.ev_fp
-        calm = calm_order(th, ex.ev_label,
-                          lambda i, j: dependent(th[i], fps[i], th[j], fps[j]))
-        _, out2 = run_schedule(make_model, Replay(calm), max_steps=max_steps)
-        if out2.violation is not None and out2.violation.kind == kind and \
-                context_switches(calm) < context_switches(best):
+        calm = calmest(ex)
+        if better(calm, best):
             best = calm
     runs = 2
     improved = True
@@ -185,11 +267,52 @@ def shrink(make_model: Callable[[], Model], labels: list[int], kind: str, *,
             ex, out = run_schedule(make_model, Guided(best[:i] + [best[k]], cand_rest),
                                    max_steps=max_steps)
             runs += 1
-            if (out.violation is not None and out.violation.kind == kind
-                    and context_switches(ex.ev_label) < context_switches(best)):
+            if out.violation is not None and out.violation.kind == kind \
+                    and context_switches(ex.ev_label) < context_switches(best):
                 best = list(ex.ev_label)
+                calm = calmest(ex)
+                runs += 1
+                if better(calm, best):
+                    best = calm
                 improved = True
                 break
             if runs >= max_runs:
                 break
     return best
+
+
+def shrink_exhaustive(make_model: Callable[[], Model], kind: str, *,
+                      max_executions: int = 20_000,
+                      max_steps: int = 10_000) -> tuple[list[int] | None, int]:
+    """The violating schedule of ``kind`` with the fewest context switches of all:
+    explore every Mazurkiewicz trace (optimal DPOR, going on after violations) and
+    take the calmest schedule (:func:`calmest_order`) of each violating one.
+    Returns it and the executions explored, or ``(None, n)`` when the exploration
+    needed more than ``max_executions``."""
+    from .dpor import DPOR, dependent
+
+    best: list[int] | None = None
+
+    def seen(ex: Execution) -> None:
+        nonlocal best
+        if ex.violation is None or ex.violation.kind != kind:
+            return
+        th, fps = ex.ev_thread, ex.ev_fp
+
+        def dep(i: int, j: int) -> bool:
+            return th[i] == th[j] or dependent(th[i], fps[i], th[j], fps[j])
+
+        order = calmest_order(th, ex.ev_label, dep) or list(ex.ev_label)
+        if best is None or context_switches(order) < context_switches(best):
+            best = order
+
+    search = DPOR(make_model, max_executions=max_executions, max_steps=max_steps,
+                  stop_on_violation=False)
+    search.on_execution = seen
+    result = search.run()
+    if not result.exhaustive or best is None:
+        return None, result.stats.executions
+    _, out = run_schedule(make_model, Replay(best), max_steps=max_steps)
+    if out.violation is None or out.violation.kind != kind:
+        return None, result.stats.executions      # pragma: no cover - calm keeps the trace
+    return best, result.stats.executions

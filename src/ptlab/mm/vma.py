@@ -136,6 +136,16 @@ def can_vma_merge(a: vm_area_struct, b: vm_area_struct, flags: int) -> bool:
                  or a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12) == b.vm_pgoff))
 
 
+def is_mergeable_anon_vma(src: vm_area_struct, tgt: vm_area_struct) -> bool:
+    """mm/vma.c: is_mergeable_anon_vma(), for ``src`` (the VMA being changed)
+    joining the unchanged neighbour ``tgt``: the same anon_vma (or none on
+    either), or ``src`` has none and ``tgt``'s anon_vma_chain is singular (an
+    anon_vma of its own; a VMA with none has an empty chain, so a VMA with an
+    anon_vma cannot join a neighbour without one).  The model's anon_vma is a
+    flag: two VMAs that have one are taken to share it (split from one VMA)."""
+    return bool(src.anon_vma) == bool(tgt.anon_vma) or bool(tgt.anon_vma)
+
+
 async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_struct:
     """mm/vma.c: vma_merge_existing_range(), as its result: ``vma`` joins a
     mergeable ``prev`` (which expands, ``vma_expand()``) and a mergeable ``next`` is
@@ -143,7 +153,8 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
     kernel merges instead of splitting first; the tree and the tables end the
     same."""
     i = mm.vmas.index(vma)
-    if i and can_vma_merge(mm.vmas[i - 1], vma, vma.vm_flags):
+    if i and can_vma_merge(mm.vmas[i - 1], vma, vma.vm_flags) \
+            and is_mergeable_anon_vma(vma, mm.vmas[i - 1]):
         prev = mm.vmas[i - 1]
         await vma_start_write(mm, prev)
         await vma_start_write(mm, vma)
@@ -152,7 +163,8 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
         await vma_mark_detached(vma)
         await vm_area_free(vma)
         vma, i = prev, i - 1
-    if i + 1 < len(mm.vmas) and can_vma_merge(vma, mm.vmas[i + 1], vma.vm_flags):
+    if i + 1 < len(mm.vmas) and can_vma_merge(vma, mm.vmas[i + 1], vma.vm_flags) \
+            and is_mergeable_anon_vma(vma, mm.vmas[i + 1]):
         nxt = mm.vmas[i + 1]
         await vma_start_write(mm, vma)
         await vma_start_write(mm, nxt)
@@ -166,7 +178,7 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
 def _absorb(mm: mm_struct, keep: vm_area_struct, gone: vm_area_struct) -> None:
     mm.obj.check("vma_iter_store", "Write")
     keep.vm_end = max(keep.vm_end, gone.vm_end)
-    # dup_anon_vma(): the VMA that stays takes the other's anon_vma if it has none
+    # dup_anon_vma(): the merged VMA keeps the anon_vma either had
     # (is_mergeable_anon_vma() let them merge), so a later fork still copies.
     keep.anon_vma = keep.anon_vma or gone.anon_vma
     mm.vmas.remove(gone)
