@@ -27,7 +27,7 @@ from .mmap_lock import (
 )
 from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
 from .rmap import unlink_file_vma, vma_link_file
-from .types import mm_struct, vm_area_struct
+from .types import mm_struct, vm_area_struct, vma_is_anonymous
 
 FIRST_USER_ADDRESS = 0
 USER_PGTABLES_CEILING = 0   # "0 is both bottom and top"
@@ -138,12 +138,16 @@ def can_vma_merge(a: vm_area_struct, b: vm_area_struct, flags: int) -> bool:
 
 def is_mergeable_anon_vma(src: vm_area_struct, tgt: vm_area_struct) -> bool:
     """mm/vma.c: is_mergeable_anon_vma(), for ``src`` (the VMA being changed)
-    joining the unchanged neighbour ``tgt``: the same anon_vma (or none on
-    either), or ``src`` has none and ``tgt``'s anon_vma_chain is singular (an
-    anon_vma of its own; a VMA with none has an empty chain, so a VMA with an
-    anon_vma cannot join a neighbour without one).  The model's anon_vma is a
-    flag: two VMAs that have one are taken to share it (split from one VMA)."""
-    return bool(src.anon_vma) == bool(tgt.anon_vma) or bool(tgt.anon_vma)
+    joining its unchanged neighbour ``tgt``: the same anon_vma (or none on
+    either side), or ``tgt``'s anon_vma when ``src`` has none (Case 2), or
+    ``src``'s dup'd into a ``tgt`` without one (Case 1) -- which this machine's
+    6.18 does for a private file mapping but refuses for an anonymous one
+    (probed: an anonymous VMA with an anon_vma made read-only stays apart from a
+    read-only neighbour without one, on either side; a file one merges).  The
+    model's anon_vma is a flag: two VMAs that have one share it."""
+    if bool(src.anon_vma) == bool(tgt.anon_vma) or tgt.anon_vma:
+        return True
+    return not vma_is_anonymous(src)
 
 
 async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_struct:
