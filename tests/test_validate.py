@@ -111,11 +111,18 @@ def test_a_crash_on_the_host_names_its_step() -> None:
         "regions": [{"name": "a", "start": 16 << 40, "size": 1 << 21, "anon": True,
                      "shared": False, "thp": False}],
         "steps": [{"op": "map", "region": "a", "offset": 0, "length": 1 << 21},
+                  {"op": "fork", "child": "child"},
                   {"op": "unmap", "region": "a", "offset": 0, "length": 1 << 21},
                   {"op": "touch", "region": "a", "offset": 0, "length": 4096,
                    "stride": 4096, "access": "write"}]}
-    with pytest.raises(HostError, match=r"died .*signal 11.* at step 2"):
-        run_on_host(wl)
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(HostError, match=r"died .*signal 11.* at step 3"):
+        run_on_host(wl, timeout=30)
+    # The forked worker dies with its driver (PR_SET_PDEATHSIG): no wait for the
+    # timeout, nothing left running.
+    assert time.monotonic() - t0 < 10
 
 
 def test_a_taken_window_moves_the_workload(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,6 +159,16 @@ def test_generated_workloads_are_seeded_and_safe_to_run() -> None:
         ops |= {s.op for s in wl.steps}
     assert ops >= {"map", "touch", "unmap", "madvise", "mprotect", "mremap", "collapse",
                    "fork", "exit"}
+
+
+def test_a_saved_workload_parses_back_whatever_its_name() -> None:
+    from ptlab.simulate import workload_toml
+
+    wl = parse_workload("w", RECLAIM)
+    text = workload_toml(wl, "it's \"quoted\": a\\b")
+    again = parse_workload("again", text)
+    assert [(s.op, s.offset, s.length) for s in again.steps] == \
+        [(s.op, s.offset, s.length) for s in wl.steps]
 
 
 def test_runnable_refuses_what_would_fault_on_the_host() -> None:

@@ -40,6 +40,7 @@ MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
 MAP_FIXED_NOREPLACE = 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 0x1, 0x2
 MADV_DONTNEED, MADV_HUGEPAGE, MADV_COLLAPSE = 4, 14, 25
+PR_SET_PDEATHSIG = 1
 
 
 class HostError(Exception):
@@ -66,6 +67,7 @@ class HostStep:
 class HostRun:
     steps: list[HostStep] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)   # mappings in the windows
+    khugepaged_before: int = 0   # khugepaged's pages_collapsed before the first step
 
 
 def host_supported() -> str | None:
@@ -84,16 +86,24 @@ def host_supported() -> str | None:
 def run_on_host(workload: dict[str, Any], timeout: float = 60.0) -> HostRun:
     """Run ``workload`` (``{"regions": [...], "steps": [...]}`` as made by
     ``ptlab.validate``) in a child process."""
+    # NOTE: a session of its own, so that whatever is left of it (a worker
+    # whose driver crashed) can be killed as one group.
+    proc = subprocess.Popen([sys.executable, "-m", "ptlab.host"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "ptlab.host"], input=json.dumps(workload),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        stdout, stderr = proc.communicate(json.dumps(workload), timeout=timeout)
     except subprocess.TimeoutExpired:
+        _kill_group(proc)
         raise HostError(f"the host run took longer than {timeout:.0f} s") from None
+    _kill_group(proc)
     run = HostRun()
     done = False
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         msg = json.loads(line)
-        if "conflicts" in msg:
+        if "khugepaged_before" in msg:
+            run.khugepaged_before = msg["khugepaged_before"]
+        elif "conflicts" in msg:
             run.conflicts = msg["conflicts"]
         elif "error" in msg:
             raise HostError(msg["error"])
@@ -106,10 +116,18 @@ def run_on_host(workload: dict[str, Any], timeout: float = 60.0) -> HostRun:
     if not done and not run.conflicts:
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else \
             f"exit status {proc.returncode}"
-        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        tail = stderr.strip().splitlines()[-1:] or [""]
         raise HostError(f"the host process died ({how}) at step {len(run.steps)}"
                         + (f": {tail[0]}" if tail[0] else ""))
     return run
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 # -- the child ----------------------------------------------------------------------------
@@ -328,6 +346,9 @@ def _fork(proc: _Proc, s: dict[str, Any], pairs: list[tuple[int, int, int, int]]
     before = vmpte()
     pid = os.fork()
     if pid == 0:                                             # pragma: no cover
+        # Die with the process that forked us: every process holds every pipe,
+        # so nothing else would tell a worker that its driver is gone.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         _serve(proc, cmd_r, rep_w, pairs)
     after = vmpte()
     return {"step": True, "errno": "", "before": before, "after": after, "pid": pid}
@@ -357,6 +378,7 @@ def main() -> int:
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
         pairs.append((cmd_r, cmd_w, rep_r, rep_w))
+    print(json.dumps({"khugepaged_before": khugepaged_collapsed()}), flush=True)
     me = _Proc(regions, fds, wins)
     procs: dict[str, int] = {"parent": -1}       # name -> pipe slot (-1: this process)
     pids: dict[int, int] = {}                    # slot -> pid, for workers forked here

@@ -10,6 +10,7 @@ passes and the counters oracle checks every counter against the tables.
 from __future__ import annotations
 
 import errno
+import json
 import re
 import tomllib
 from collections.abc import Coroutine
@@ -270,7 +271,7 @@ def parse_workload(path: str, text: str) -> Workload:
 
 def workload_toml(wl: Workload, description: str = "") -> str:
     """``wl`` as a workload file that parses back to it."""
-    lines = [f"description = {description!r}".replace("'", '"')] if description else []
+    lines = [f"description = {json.dumps(description)}"] if description else []
     lines += [f'arch = "{wl.arch}"', f'kernel = "{wl.kernel}"']
     for r in wl.regions.values():
         lines += ["", "[[region]]", f'name = "{r.name}"', f"start = {r.start:#x}",

@@ -28,6 +28,7 @@ from typing import Any
 from .arch.geometry import ARCHES, Geometry
 from .check import write_atomic
 from .config import ERAS, KernelConfig
+from .engine import ModelViolation
 from .host import PUD_SPAN, HostError, HostRun, HostStep, run_on_host
 from .mm.oracle import census
 from .simulate import (
@@ -449,7 +450,7 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
     allocs: Counter[str] = Counter()
     frees: Counter[str] = Counter()
     out: list[StepResult] = []
-    collapsed = host.steps[0].khugepaged if host.steps else 0
+    collapsed = host.khugepaged_before
     for i, (step, h) in enumerate(zip(wl.steps, host.steps, strict=False)):
         mm = sim.mms.get(step.mm)
         before = mm.pgtables_bytes.value >> 10 if mm is not None else 0
@@ -467,12 +468,17 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
             sim.step(step, thp_budget=budget)
         except StepFailed as e:
             err = e.errno
-        except WorkloadError as e:
-            # The model refuses a step the host ran: a disagreement, and the end
-            # of this workload's comparison.
-            out.append(StepResult(i, step.op, _kind(step), h, f"refused ({e})", 0))
+        except (WorkloadError, ModelViolation) as e:
+            # The model refuses a step the host ran, or breaks a rule on it: a
+            # disagreement, and the end of this workload's comparison.
+            why = e.message if isinstance(e, ModelViolation) else str(e)
+            out.append(StepResult(i, step.op, _kind(step), h, f"refused ({why})", 0))
             break
-        sim.settle()
+        try:
+            sim.settle()
+        except ModelViolation as e:
+            out.append(StepResult(i, step.op, _kind(step), h, f"broke a rule ({e.message})", 0))
+            break
         mm = sim.mms.get(step.mm)
         after = mm.pgtables_bytes.value >> 10 if mm is not None else 0
         if step.op == "exit" and step.mm != MAIN_MM:
@@ -491,10 +497,18 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
         huge = sim.huge_kib(step.mm, reg.start, reg.start + reg.size) \
             if reg is not None and step.mm in sim.mms else None
         if h.errno in ("ENOMEM", "EAGAIN", "EBUSY") and step.op == "collapse" \
-                and err != h.errno:
-            excluded = f"MADV_COLLAPSE failed on the host with {h.errno}, a transient " \
-                "the model does not predict"
-        if h.khugepaged != collapsed and h.huge_kib != huge:
+                and not err and mm is not None and step.region is not None \
+                and _covered(mm, step.region.start + step.offset, step.length):
+            # The model collapsed a range with no hole; the host ran out of
+            # huge pages or met a busy page: transient, and the host is left
+            # with less than the model, so the rest is not compared.
+            out.append(StepResult(i, what, _kind(step), h, err, after - before, child, None,
+                                  f"MADV_COLLAPSE failed on the host with {h.errno}, a "
+                                  "transient the model does not predict: the rest of "
+                                  "the workload is not compared"))
+            break
+        if h.khugepaged != collapsed and h.huge_kib is not None and huge is not None \
+                and h.huge_kib > huge:
             # khugepaged collapsed something meanwhile (maybe ours): what the
             # model was not told of, it cannot follow.
             out.append(StepResult(i, what, _kind(step), h, err, after - before, child, huge,
@@ -505,6 +519,20 @@ def run_model(wl: Workload, host: HostRun, geometry: Geometry,
         out.append(StepResult(i, what, _kind(step), h, err, after - before, child, huge,
                               excluded))
     return WorkloadResult(wl, out, allocs, frees)
+
+
+def _covered(mm: Any, start: int, length: int) -> bool:
+    """Whether the mm's VMAs cover ``[start, start + length)`` without a hole."""
+    at = start
+    for v in mm.vmas:
+        if v.vm_end <= at:
+            continue
+        if v.vm_start > at:
+            return False
+        at = v.vm_end
+        if at >= start + length:
+            return True
+    return at >= start + length
 
 
 def _tables(sim: Simulator, levels: list[str]) -> dict[str, int]:
@@ -541,7 +569,8 @@ def check_workload(wl: Workload, hk: HostKernel) -> WorkloadResult:
 
 
 def _still_wrong(wl: Workload, hk: HostKernel, op: str) -> bool:
-    """Whether ``wl`` still has a mismatch, first at a step of the same operation."""
+    """Whether ``wl`` still disagrees, first at a step of the same operation as
+    the original mismatch (so the shrinker keeps to one kind of disagreement)."""
     res = check_workload(wl, hk)
     bad = res.mismatch
     return not res.error and bad is not None and wl.steps[bad.index].op == op
@@ -549,9 +578,9 @@ def _still_wrong(wl: Workload, hk: HostKernel, op: str) -> bool:
 
 def shrink_workload(wl: Workload, hk: HostKernel, max_runs: int = 200) -> Workload:
     """Drop steps (halves, then quarters, ... then one at a time) while the host and
-    the model still disagree somewhere.  A candidate that is not safe to run on the
-    host (a touch of a page no longer mapped, a child's step without its fork) is
-    never run: :func:`runnable` refuses it first."""
+    the model still disagree, first at the same operation as before.  A candidate
+    that is not safe to run on the host (a touch of a page no longer mapped, a
+    child's step without its fork) is never run: :func:`runnable` refuses it."""
     first = check_workload(wl, hk).mismatch
     if first is None:
         return wl
@@ -679,6 +708,9 @@ def validate(workloads: int, ops: int, seed: int, files: list[Workload],
         for i in range(workloads)]
     report = Report(hk, [])
     for wl in items:
+        if any(s.op == "collapse" and s.mode != "madv_collapse" for s in wl.steps):
+            raise WorkloadError(f"{wl.path}: collapse mode 'khugepaged' cannot be asked of "
+                                "the host (only madv_collapse)")
         if not runnable(wl, multi):
             raise WorkloadError(f"{wl.path}: not safe to run on the host (a touch of an "
                                 "unmapped or read-only page, or a step of a process "

@@ -218,3 +218,40 @@ def test_the_sequential_fast_paths_change_nothing(
     slow = simulate(wl, arch=arch).as_dict()
     assert fast == slow
     assert [s["what"] for s in fast["steps"]][-1].startswith("exit")
+
+
+def test_mprotect_keeps_vm_account_apart() -> None:
+    """mm/mprotect.c mprotect_fixup(): an anonymous VMA without anon_vma made
+    read-only gives back its VM_ACCOUNT, one with an anon_vma cannot: the two
+    then differ in flags and stay two VMAs (this machine's 6.18 does the same)."""
+    from ptlab.mm.types import VM_ACCOUNT
+
+    wl = parse_workload("acct", """
+[[region]]
+name = "a"
+start = "16TiB"
+size = "4MiB"
+[[step]]
+op = "map"
+region = "a"
+[[step]]
+op = "mprotect"
+region = "a"
+length = "2MiB"
+prot = "r"
+[[step]]
+op = "touch"
+region = "a"
+offset = "2MiB"
+length = "4KiB"
+[[step]]
+op = "mprotect"
+region = "a"
+prot = "r"
+""")
+    sim = _sim()
+    for step in wl.steps:
+        sim.step(step)
+    lo, hi = sim.mm.vmas
+    assert not lo.vm_flags & VM_ACCOUNT and not lo.anon_vma
+    assert hi.vm_flags & VM_ACCOUNT and hi.anon_vma

@@ -16,6 +16,7 @@ from .mmu_gather import mmu_gather, tlb_finish_mmu, tlb_gather_mmu
 from .pgalloc import pte_lockptr
 from .pgtable import pmd_offset_lockless
 from .types import (
+    VM_ACCOUNT,
     VM_SHARED,
     VM_WRITE,
     Leaf,
@@ -23,6 +24,7 @@ from .types import (
     can_change_writable,
     mm_struct,
     vm_area_struct,
+    vma_is_anonymous,
 )
 from .vma import __split_vma, vma_merge_neighbours, vmas_in_range
 
@@ -112,6 +114,15 @@ async def mprotect_fixup(mm: mm_struct, tlb: mmu_gather, vma: vm_area_struct, st
     """mm/mprotect.c: mprotect_fixup(): ``vma_modify_flags()`` (split at ``start``
     and ``end``; merging is done after, by :func:`vma_merge_neighbours`),
     ``vma_start_write()``, ``vm_flags_reset()``, ``change_protection()``."""
+    # "If we make a private mapping writable we increase our commit; but ...
+    # cannot reduce our commit if we make it unwritable again except in the
+    # anonymous case where no anon_vma has yet to be assigned."  The flag then
+    # differs from a neighbour's, which keeps the two VMAs apart.
+    if newflags & VM_WRITE:
+        if not vma.vm_flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED):
+            newflags |= VM_ACCOUNT
+    elif vma.vm_flags & VM_ACCOUNT and vma_is_anonymous(vma) and not vma.anon_vma:
+        newflags &= ~VM_ACCOUNT
     if newflags == vma.vm_flags:
         return vma
     if start > vma.vm_start:

@@ -209,6 +209,7 @@ def can_change_writable(leaf: Leaf, shared: bool) -> bool:
 
 VM_READ, VM_WRITE, VM_SHARED = 0x1, 0x2, 0x8
 VM_HUGEPAGE = 0x20000000          # MADV_HUGEPAGE: THP wanted (THP "madvise" mode)
+VM_ACCOUNT = 0x00100000           # the mapping's pages are charged to the commit (private writable)
 VMA_LOCK_OFFSET = 0x40000000
 
 
@@ -395,6 +396,7 @@ def anon_vma_prepare(vma: vm_area_struct) -> Op:
 
 __all__ = [
     "VMA_LOCK_OFFSET",
+    "VM_ACCOUNT",
     "VM_HUGEPAGE",
     "VM_READ",
     "VM_SHARED",

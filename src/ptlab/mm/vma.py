@@ -27,7 +27,7 @@ from .mmap_lock import (
 )
 from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
 from .rmap import unlink_file_vma, vma_link_file
-from .types import mm_struct, vm_area_struct, vma_is_anonymous
+from .types import VM_ACCOUNT, VM_SHARED, VM_WRITE, mm_struct, vm_area_struct
 
 FIRST_USER_ADDRESS = 0
 USER_PGTABLES_CEILING = 0   # "0 is both bottom and top"
@@ -59,7 +59,11 @@ async def vma_link(mm: mm_struct, vma: vm_area_struct) -> None:
 async def do_mmap(mm: mm_struct, start: int, length: int, flags: int, anon: bool = True,
                   file: str | None = None) -> vm_area_struct:
     """mm/mmap.c: do_mmap() at a fixed address (MAP_FIXED_NOREPLACE): a new VMA in
-    the tree.  Page tables are allocated later, by faults."""
+    the tree (mmap_region(): a private writable mapping is charged,
+    ``accountable_mapping()`` -> VM_ACCOUNT).  Page tables are allocated later, by
+    faults."""
+    if flags & VM_WRITE and not flags & VM_SHARED:
+        flags |= VM_ACCOUNT
     await mmap_write_lock(mm)
     vma = vm_area_struct(start, start + length, flags, anon, file)
     await vma_link(mm, vma)
@@ -136,20 +140,6 @@ def can_vma_merge(a: vm_area_struct, b: vm_area_struct, flags: int) -> bool:
                  or a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12) == b.vm_pgoff))
 
 
-def is_mergeable_anon_vma(src: vm_area_struct, tgt: vm_area_struct) -> bool:
-    """mm/vma.c: is_mergeable_anon_vma(), for ``src`` (the VMA being changed)
-    joining its unchanged neighbour ``tgt``: the same anon_vma (or none on
-    either side), or ``tgt``'s anon_vma when ``src`` has none (Case 2), or
-    ``src``'s dup'd into a ``tgt`` without one (Case 1) -- which this machine's
-    6.18 does for a private file mapping but refuses for an anonymous one
-    (probed: an anonymous VMA with an anon_vma made read-only stays apart from a
-    read-only neighbour without one, on either side; a file one merges).  The
-    model's anon_vma is a flag: two VMAs that have one share it."""
-    if bool(src.anon_vma) == bool(tgt.anon_vma) or tgt.anon_vma:
-        return True
-    return not vma_is_anonymous(src)
-
-
 async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_struct:
     """mm/vma.c: vma_merge_existing_range(), as its result: ``vma`` joins a
     mergeable ``prev`` (which expands, ``vma_expand()``) and a mergeable ``next`` is
@@ -157,8 +147,18 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
     kernel merges instead of splitting first; the tree and the tables end the
     same."""
     i = mm.vmas.index(vma)
-    if i and can_vma_merge(mm.vmas[i - 1], vma, vma.vm_flags) \
-            and is_mergeable_anon_vma(vma, mm.vmas[i - 1]):
+    # Both sides are judged against the changed VMA as it was (vmg->middle),
+    # before either merge.  is_mergeable_anon_vma() lets a VMA with an anon_vma
+    # join one without (Cases 1 and 2) or with the same (Case 3); the model's
+    # anon_vma is a flag, so two that have one are taken to share it, and the
+    # fork-child checks are not modelled.  Merging all three also needs prev's
+    # and next's anon_vmas to agree.
+    left = bool(i) and can_vma_merge(mm.vmas[i - 1], vma, vma.vm_flags)
+    right = i + 1 < len(mm.vmas) and can_vma_merge(vma, mm.vmas[i + 1], vma.vm_flags)
+    if left and right and mm.vmas[i - 1].anon_vma and mm.vmas[i + 1].anon_vma \
+            and not vma.anon_vma:
+        right = False       # two anon_vmas of their own: the model cannot tell them apart
+    if left:
         prev = mm.vmas[i - 1]
         await vma_start_write(mm, prev)
         await vma_start_write(mm, vma)
@@ -167,8 +167,7 @@ async def vma_merge_neighbours(mm: mm_struct, vma: vm_area_struct) -> vm_area_st
         await vma_mark_detached(vma)
         await vm_area_free(vma)
         vma, i = prev, i - 1
-    if i + 1 < len(mm.vmas) and can_vma_merge(vma, mm.vmas[i + 1], vma.vm_flags) \
-            and is_mergeable_anon_vma(vma, mm.vmas[i + 1]):
+    if right:
         nxt = mm.vmas[i + 1]
         await vma_start_write(mm, vma)
         await vma_start_write(mm, nxt)
